@@ -1,0 +1,87 @@
+"""`training`: the command line. Mistakes end with one readable line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import NoReturn
+
+from training.errors import Interrupted, TrainingFailed, UserError
+
+EXIT_FAILED = 1  # the command ran and what it did failed (a run recorded FAILED)
+EXIT_USAGE = 2  # the request was wrong; nothing was done
+EXIT_INTERRUPTED = 130
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM takes the same path as Ctrl-C, so a stopped run is recorded KILLED."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.cli import admin, runs, train
+
+    parser = _Parser(
+        prog="training",
+        description="Train scikit-learn models, record every run, register and serve them.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    for module in (train, runs, admin):
+        module.register(commands)
+    return parser
+
+
+def json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"error: {exc.message}\n")
+        return EXIT_USAGE
+    except TrainingFailed as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"error: run {exc.run_id} {exc.status}: {exc.error}\n")
+        return EXIT_FAILED
+    except (KeyboardInterrupt, Interrupted):
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"error: {_one_line(exc)} (rerun with --debug for details)\n")
+        return EXIT_FAILED
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

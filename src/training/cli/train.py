@@ -1,0 +1,102 @@
+"""`training train`: one run from the command line, with a progress display."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pydantic import ValidationError
+
+from training.cli.app import json_flag
+from training.cli.output import pairs, print_json, stdout
+from training.cli.progress import progress_display
+from training.config import get_settings
+from training.errors import UserError
+
+
+def register(commands: Any) -> None:
+    from training.data import SHIPPED
+
+    train = commands.add_parser("train", help="train a model, record the run, save the model")
+    train.add_argument("--dataset", required=True, help=f"{' | '.join(SHIPPED)} | PATH.csv")
+    train.add_argument("--target", help="target column (default: 'target', else the last column)")
+    train.add_argument(
+        "--model", required=True, help="algorithm, e.g. logistic_regression, random_forest, ridge"
+    )
+    train.add_argument(
+        "--task", choices=("classification", "regression"), help="force the task type"
+    )
+    train.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hyper-parameter (repeatable)",
+    )
+    train.add_argument("--experiment", help="experiment name (default: DEFAULT_EXPERIMENT)")
+    train.add_argument(
+        "--cv", type=int, default=5, help="cross-validation folds, 0 for none (default 5)"
+    )
+    train.add_argument(
+        "--test-size", type=float, default=0.2, help="held-out share of rows (default 0.2)"
+    )
+    train.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    train.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="run tag (repeatable)"
+    )
+    json_flag(train)
+    train.set_defaults(handler=run_train)
+
+
+def validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "request"
+    return f"{where}: {first['msg']}"
+
+
+def _tags(pairs_: list[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for pair in pairs_:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--tag expects key=value, got {pair!r}")
+        tags[key] = value
+    return tags
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.estimators import parse_param_pairs
+    from training.pipeline import execute, plan
+    from training.request import TrainRequest
+    from training.revision import checked_database
+    from training.store import RunStore
+
+    try:
+        request = TrainRequest(
+            dataset=args.dataset,
+            target=args.target,
+            model=args.model,
+            task=args.task,
+            params=parse_param_pairs(args.param),
+            experiment=args.experiment,
+            cv=args.cv,
+            test_size=args.test_size,
+            seed=args.seed,
+            tags=_tags(args.tag),
+        )
+    except ValidationError as exc:
+        raise UserError(validation_message(exc)) from exc
+    settings = get_settings()
+    store = RunStore(checked_database(settings))
+    checked = plan(request, settings)
+    with progress_display(f"{checked.dataset.name} / {request.model}") as report:
+        result = execute(checked, store, report)
+    if args.json:
+        print_json(result.to_json())
+    else:
+        stdout.print(
+            f"run {result.run_id} {result.status} in {result.duration_s:.1f}s; "
+            f"model {result.model_tag}"
+        )
+        pairs("Held-out metrics", dict(result.metrics))
+    return 0

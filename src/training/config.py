@@ -1,0 +1,99 @@
+"""Settings for the training side (CLI, run store, build): one cached instance per process.
+
+Every field is read from the environment under the name in ``validation_alias`` (no prefix:
+the names are the ones the README's configuration table documents), or from a ``.env`` file
+in the working directory. Tests swap settings by changing the environment and calling
+``get_settings.cache_clear()``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+
+def project_root() -> Path:
+    """The checkout this package runs from (src layout), or the working directory if installed."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, case_sensitive=True
+    )
+
+    data_dir: Path = Field(
+        default_factory=lambda: project_root() / "data",
+        validation_alias="DATA_DIR",
+        description="Folder for the default SQLite run store, uploads and runtime files.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias="DATABASE_URL",
+        description="SQLAlchemy URL of the run store; default: SQLite file sql_app.db in DATA_DIR.",
+    )
+    bentoml_home: Path | None = Field(
+        default=None,
+        validation_alias="BENTOML_HOME",
+        description="BentoML's model and bento store; default: BentoML's own (~/bentoml).",
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        default=30_000,
+        ge=0,
+        validation_alias="SQLITE_BUSY_TIMEOUT_MS",
+        description="How long a SQLite writer waits for the write lock before failing.",
+    )
+    default_experiment: str = Field(
+        default="default",
+        min_length=1,
+        validation_alias="DEFAULT_EXPERIMENT",
+        description="Experiment a run is recorded under when none is given.",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _parseable_url(cls, value: str | None) -> str | None:
+        if value:
+            make_url(value)  # raises ArgumentError with a readable message
+        return value or None
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'sql_app.db'}"
+
+    def apply_environment(self) -> None:
+        """Hand settings that other libraries read from the environment over to them."""
+        if self.bentoml_home is not None:
+            os.environ["BENTOML_HOME"] = str(self.bentoml_home)
+        os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+    def public_view(self) -> dict[str, str]:
+        """The effective settings by environment name, secrets masked, for people and logs."""
+        view: dict[str, str] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown = "********" if value.get_secret_value() else ""
+            elif value is None:
+                shown = ""
+            else:
+                shown = str(value)
+            view[str(field.validation_alias)] = shown
+        view["DATABASE_URL"] = make_url(self.effective_database_url).render_as_string(
+            hide_password=True
+        )
+        view["BENTOML_HOME"] = str(self.bentoml_home or Path.home() / "bentoml")
+        return view
+
+
+@functools.cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.apply_environment()
+    return settings

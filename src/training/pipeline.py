@@ -1,0 +1,254 @@
+"""train -> evaluate -> record -> save: one function per step, one entry point for CLI and API.
+
+The run's record follows MLflow's lifecycle: RUNNING, then FINISHED, FAILED (with its error)
+or KILLED (Ctrl-C, SIGTERM, a cancel). Only a FINISHED run leaves a model version, registered
+in the same transaction that finishes the run; a model saved to BentoML's store by a run that
+then fails is deleted again, so nothing is half-promoted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+
+from training import evaluation
+from training.config import Settings
+from training.data import Dataset, Task, load_dataset, model_name_for
+from training.errors import Interrupted, TrainingFailed, UserError
+from training.estimators import make_estimator, make_pipeline_for, recorded_params
+from training.features import FeatureSchema
+from training.progress import Reporter
+from training.provenance import environment
+from training.request import TrainRequest
+from training.store import RunStore
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A request checked against its data: everything a run needs, before the run exists."""
+
+    request: TrainRequest
+    experiment: str
+    dataset: Dataset
+    task: Task
+    schema: FeatureSchema
+    pipeline: Pipeline
+    params: dict[str, str]
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    status: str
+    model_tag: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "model_tag": self.model_tag,
+            "metrics": self.metrics,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+def plan(request: TrainRequest, settings: Settings) -> Plan:
+    """Load the data and check the request against it; raises UserError, records nothing."""
+    dataset = load_dataset(request.dataset, request.target)
+    task: Task = request.task or dataset.infer_task()
+    if task == "regression" and dataset.frame[dataset.target].dtype.kind not in "iufb":
+        raise UserError(
+            f"target {dataset.target!r} holds text; it can only be learnt by classification",
+            field="task",
+        )
+    estimator = make_estimator(task, request.model, request.params, request.seed)
+    schema = dataset.feature_schema()
+    params = {
+        "dataset": dataset.name,
+        "target": dataset.target,
+        "task": task,
+        "model": request.model,
+        "cv": str(request.cv),
+        "test_size": str(request.test_size),
+        "seed": str(request.seed),
+        **recorded_params(estimator),
+    }
+    return Plan(
+        request=request,
+        experiment=request.experiment or settings.default_experiment,
+        dataset=dataset,
+        task=task,
+        schema=schema,
+        pipeline=make_pipeline_for(schema, estimator),
+        params=params,
+    )
+
+
+def _matrix(plan: Plan) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    frame = plan.dataset.frame
+    features = frame[plan.schema.names]
+    if plan.schema.numeric:
+        X = features.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        X = features.astype(object).where(features.notna(), np.nan).to_numpy(dtype=object)
+    y = frame[plan.dataset.target].to_numpy()
+    if plan.task == "regression":
+        y = y.astype(np.float64)
+    return X, y
+
+
+def _split(plan: Plan, X: npt.NDArray[Any], y: npt.NDArray[Any]) -> list[Any]:
+    stratify = None
+    if plan.task == "classification":
+        _, counts = np.unique(y, return_counts=True)
+        if counts.min() >= 2:
+            stratify = y
+    try:
+        return list(
+            train_test_split(
+                X,
+                y,
+                test_size=plan.request.test_size,
+                random_state=plan.request.seed,
+                stratify=stratify,
+            )
+        )
+    except ValueError as exc:
+        raise UserError(f"cannot split the data: {exc}", field="test_size") from exc
+
+
+def _save_model(plan: Plan, run_id: str, model: Pipeline, metrics: dict[str, float]) -> str:
+    import bentoml
+
+    classes = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
+    saved = bentoml.sklearn.save_model(
+        model_name_for(plan.dataset.name, plan.request.model),
+        model,
+        labels={
+            "run_id": run_id,
+            "experiment": plan.experiment,
+            "task": plan.task,
+            "dataset": plan.dataset.name[-60:],
+        },
+        metadata={
+            "run_id": run_id,
+            "experiment": plan.experiment,
+            "task": plan.task,
+            "algorithm": plan.request.model,
+            "target": plan.dataset.target,
+            "dataset_sha256": plan.dataset.sha256,
+            "features": plan.schema.to_json(),
+            "classes": classes,
+            "metrics": metrics,
+        },
+        signatures={"predict": {"batchable": False}, "predict_proba": {"batchable": False}},
+    )
+    return str(saved.tag)
+
+
+def _delete_model(tag: str | None) -> None:
+    if tag is None:
+        return
+    import bentoml
+
+    # Best effort: the run's own failure is what gets reported.
+    with contextlib.suppress(Exception):
+        bentoml.models.delete(tag)
+
+
+def execute(
+    plan: Plan, store: RunStore, report: Reporter, run_id: str | None = None
+) -> TrainResult:
+    """Run a checked plan, recording every step; a QUEUED run's id continues that record."""
+    started = time.monotonic()
+    if run_id is None:
+        run_id = store.create_run(
+            experiment=plan.experiment,
+            model_name=plan.request.model,
+            task=plan.task,
+            dataset=plan.dataset.info(),
+            params=plan.params,
+            tags=dict(plan.request.tags),
+            environment=environment(),
+        )
+    model_tag: str | None = None
+    finished = False
+    status, error = "FAILED", "unknown error"
+
+    def stage(name: str, fraction: float) -> None:
+        store.set_progress(run_id, name, fraction)
+        report(name, fraction)
+
+    try:
+        stage("loading", 0.05)
+        X, y = _matrix(plan)
+        classes = sorted(np.unique(y).tolist()) if plan.task == "classification" else None
+        store.set_dataset(run_id, plan.dataset.info(classes))
+        stage("splitting", 0.1)
+        X_train, X_test, y_train, y_test = _split(plan, X, y)
+        k = plan.request.cv
+        if k:
+            per_fold: list[dict[str, float]] = []
+            stage(f"cross-validation fold 1 of {k}", 0.1)
+            folds = evaluation.cross_validate(
+                plan.task, plan.pipeline, X_train, y_train, k, plan.request.seed
+            )
+            for number, scores in enumerate(folds, start=1):
+                per_fold.append(scores)
+                store.log_metrics(
+                    run_id, [(f"cv_fold_{key}", v, number) for key, v in scores.items()]
+                )
+                if number < k:
+                    stage(f"cross-validation fold {number + 1} of {k}", 0.1 + 0.6 * number / k)
+            store.log_metrics(
+                run_id, [(key, v, 0) for key, v in evaluation.summarize(per_fold).items()]
+            )
+        stage("fitting", 0.7)
+        model = plan.pipeline.fit(X_train, y_train)
+        stage("evaluating", 0.85)
+        metrics = evaluation.score(plan.task, model, X_test, y_test)
+        store.log_metrics(run_id, [(key, v, 0) for key, v in metrics.items()])
+        stage("saving", 0.9)
+        model_tag = _save_model(plan, run_id, model, metrics)
+        store.finish(
+            run_id,
+            "FINISHED",
+            model_tag=model_tag,
+            model_name=model_tag.partition(":")[0],
+        )
+        finished = True
+        report("finished", 1.0)
+        return TrainResult(run_id, "FINISHED", model_tag, metrics, time.monotonic() - started)
+    except (KeyboardInterrupt, Interrupted):
+        status, error = "KILLED", "interrupted"
+        raise
+    except Exception as exc:
+        status, error = "FAILED", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise TrainingFailed(run_id, status, error) from exc
+    finally:
+        if not finished:
+            _abandon(store, run_id, status, error, model_tag)
+
+
+def _abandon(store: RunStore, run_id: str, status: str, error: str, model_tag: str | None) -> None:
+    """Record a run that did not finish and take back its model, unless it did finish after all
+    (an interrupt that lands between the commit and the return)."""
+    if store.get_run(run_id).status == "FINISHED":
+        return
+    _delete_model(model_tag)
+    store.finish(run_id, status, error=error[:4000])
+
+
+def train(
+    request: TrainRequest, settings: Settings, store: RunStore, report: Reporter
+) -> TrainResult:
+    return execute(plan(request, settings), store, report)

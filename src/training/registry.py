@@ -1,0 +1,130 @@
+"""The model registry: versions that finished runs produced, and aliases that point at them.
+
+BentoML's store has no aliases (its ``:latest`` is only the newest by creation time); which
+version ``production`` means lives here and is resolved to an explicit tag at build time.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from training.db import Database
+from training.entities import AliasInfo, AliasMoveInfo, ModelVersionInfo
+from training.errors import NotFound, UserError
+from training.models import Alias, AliasMove, ModelVersion
+from training.store import utcnow
+
+ALIAS_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,99}$")
+
+
+def check_alias_name(name: str) -> str:
+    if not ALIAS_NAME.match(name):
+        raise UserError(
+            f"alias {name!r} is not a valid name: use lowercase letters, digits, '-' and '_', "
+            "starting with a letter",
+            field="alias",
+        )
+    return name
+
+
+def _history(session: Session, alias: str) -> list[AliasMoveInfo]:
+    moves = session.scalars(
+        select(AliasMove).where(AliasMove.alias == alias).order_by(AliasMove.id)
+    )
+    return [AliasMoveInfo(m.from_tag, m.to_tag, m.action, m.moved_at) for m in moves]
+
+
+def _previous_target(history: list[AliasMoveInfo]) -> str | None:
+    """Replay the moves as a stack: a promote pushes its target, a rollback pops one."""
+    stack: list[str] = []
+    for move in history:
+        if move.action == "promote":
+            stack.append(move.to_tag)
+        elif stack:
+            stack.pop()
+    return stack[-2] if len(stack) >= 2 else None
+
+
+class Registry:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def list_models(self, name: str | None = None) -> list[ModelVersionInfo]:
+        with self.db.read() as session:
+            aliases: dict[str, list[str]] = {}
+            for alias in session.scalars(select(Alias).order_by(Alias.name)):
+                aliases.setdefault(alias.model_tag, []).append(alias.name)
+            query = select(ModelVersion).order_by(ModelVersion.created_at.desc())
+            if name:
+                query = query.where(ModelVersion.name == name)
+            return [
+                ModelVersionInfo(v.tag, v.name, v.run_id, v.created_at, aliases.get(v.tag, []))
+                for v in session.scalars(query)
+            ]
+
+    def get_version(self, tag: str) -> ModelVersionInfo:
+        with self.db.read() as session:
+            version = session.get(ModelVersion, tag)
+            if version is None:
+                raise NotFound(
+                    f"no model version {tag!r} in the registry (see `training models list`)"
+                )
+            names = list(session.scalars(select(Alias.name).where(Alias.model_tag == tag)))
+            return ModelVersionInfo(
+                version.tag, version.name, version.run_id, version.created_at, names
+            )
+
+    def _move(self, session: Session, alias: str, to_tag: str, action: str) -> None:
+        current = session.get(Alias, alias, with_for_update=True)
+        now = utcnow()
+        if current is None:
+            session.add(Alias(name=alias, model_tag=to_tag, updated_at=now))
+            from_tag = None
+        else:
+            from_tag = current.model_tag
+            current.model_tag, current.updated_at = to_tag, now
+        session.add(
+            AliasMove(alias=alias, from_tag=from_tag, to_tag=to_tag, action=action, moved_at=now)
+        )
+
+    def promote(self, tag: str, alias: str) -> AliasInfo:
+        check_alias_name(alias)
+        with self.db.write() as session:
+            if session.get(ModelVersion, tag) is None:
+                raise NotFound(
+                    f"no model version {tag!r} in the registry: only models of finished runs "
+                    "can be promoted (see `training models list`)",
+                    field="model_tag",
+                )
+            self._move(session, alias, tag, "promote")
+        return self.get_alias(alias)
+
+    def rollback(self, alias: str) -> AliasInfo:
+        with self.db.write() as session:
+            if session.get(Alias, alias, with_for_update=True) is None:
+                raise NotFound(f"no alias {alias!r}", field="alias")
+            previous = _previous_target(_history(session, alias))
+            if previous is None:
+                raise UserError(f"alias {alias!r} has no previous target to roll back to")
+            self._move(session, alias, previous, "rollback")
+        return self.get_alias(alias)
+
+    def get_alias(self, alias: str) -> AliasInfo:
+        with self.db.read() as session:
+            row = session.get(Alias, alias)
+            if row is None:
+                raise NotFound(
+                    f"no alias {alias!r}; promote a model first (`training promote`)", field="alias"
+                )
+            return AliasInfo(row.name, row.model_tag, row.updated_at, _history(session, alias))
+
+    def list_aliases(self) -> list[AliasInfo]:
+        with self.db.read() as session:
+            rows = list(session.scalars(select(Alias).order_by(Alias.name)))
+            return [
+                AliasInfo(r.name, r.model_tag, r.updated_at, _history(session, r.name))
+                for r in rows
+            ]

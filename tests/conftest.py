@@ -1,0 +1,111 @@
+"""Fixtures: migrated temp run stores (SQLite and PostgreSQL), a temp BentoML home, a tiny model.
+
+BentoML reads BENTOML_HOME once per process, so this test process gets one private home for
+the whole session, set before anything imports bentoml; tests that need an empty home of their
+own run BentoML in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="training-tests-"))
+os.environ["BENTOML_HOME"] = str(_SESSION_HOME / "bentoml")
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+os.environ.pop("DATABASE_URL", None)
+
+import pytest  # noqa: E402
+
+from training.config import get_settings  # noqa: E402
+from training.db import Database  # noqa: E402
+from training.registry import Registry  # noqa: E402
+from training.store import RunStore  # noqa: E402
+
+POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def postgres_reason() -> str | None:
+    """None when PostgreSQL answers; otherwise why not (an error when REQUIRE_POSTGRES=1)."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.exec_driver_sql("select 1")
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> None:
+    reason = postgres_reason()
+    if reason is None:
+        return
+    if os.environ.get("REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"REQUIRE_POSTGRES=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres_url(postgres_available: None) -> Iterator[str]:
+    """A URL whose search_path is a fresh schema of its own, dropped afterwards."""
+    import sqlalchemy
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Settings pointing at a temp data folder (and its SQLite store); cache cleared both ways."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("DATA_DIR", str(data))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    yield data
+    get_settings.cache_clear()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runs.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    from training import revision
+
+    database = Database(db_url)
+    revision.upgrade(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def store(db: Database) -> RunStore:
+    return RunStore(db)
+
+
+@pytest.fixture
+def registry(db: Database) -> Registry:
+    return Registry(db)

@@ -1,0 +1,31 @@
+"""The README stays true: every setting is in its configuration table and nothing else is."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from training.config import Settings
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def documented_variables() -> set[str]:
+    text = README.read_text()
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([A-Z0-9_]+)` \|", section, flags=re.MULTILINE))
+
+
+def test_every_setting_is_documented_and_every_documented_setting_exists() -> None:
+    fields = {str(f.validation_alias) for f in Settings.model_fields.values()}
+    assert documented_variables() == fields
+
+
+def test_readme_names_the_two_commands_the_makefile_runs() -> None:
+    text = README.read_text()
+    assert "make up" in text and "make test" in text
+    makefile = (README.parent / "Makefile").read_text()
+    assert re.search(r"^up: ", makefile, re.MULTILINE) and re.search(
+        r"^test: ", makefile, re.MULTILINE
+    )
+    assert "make test" in (README.parent / ".ci" / "run").read_text()
