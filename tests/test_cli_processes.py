@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from training.db import Database
 from training.query import RunSearch
@@ -86,7 +87,10 @@ def test_an_interrupted_run_is_recorded_killed_and_leaves_no_model(
         while time.monotonic() < deadline:
             if Path(proc_env["DATA_DIR"], "sql_app.db").exists():
                 store = store or store_of(proc_env)
-                runs = store.search(RunSearch.parse()).runs
+                try:
+                    runs = store.search(RunSearch.parse()).runs
+                except OperationalError:  # the schema is still being created
+                    runs = []
                 if runs and (runs[0].stage or "").startswith("cross-validation"):
                     break
             time.sleep(0.2)

@@ -31,7 +31,12 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM takes the same path as Ctrl-C, so a stopped run is recorded KILLED."""
+    """SIGTERM takes the same path as Ctrl-C, so a stopped run is recorded KILLED.
+
+    SIGINT is set explicitly too: a process started in the background by a non-interactive
+    shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
