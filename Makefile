@@ -35,6 +35,7 @@ pytest:
 
 bench: install
 	$(BIN)/python bench/runstore.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

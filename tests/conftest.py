@@ -109,3 +109,63 @@ def store(db: Database) -> RunStore:
 @pytest.fixture
 def registry(db: Database) -> Registry:
     return Registry(db)
+
+
+# -- trained models and served services, shared by the whole session --------------------------
+
+
+@pytest.fixture(scope="session")
+def session_home() -> Path:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def model_store(session_home: Path) -> RunStore:
+    from training import revision
+
+    database = Database(f"sqlite:///{session_home / 'models.db'}")
+    revision.upgrade(database)
+    return RunStore(database)
+
+
+def _train(store: RunStore, **request: object) -> str:
+    from training.config import Settings
+    from training.pipeline import train
+    from training.request import TrainRequest
+
+    result = train(TrainRequest(cv=0, **request), Settings(), store, lambda stage, fraction: None)  # type: ignore[arg-type]
+    assert result.model_tag is not None
+    return result.model_tag
+
+
+@pytest.fixture(scope="session")
+def iris_model(model_store: RunStore) -> str:
+    return _train(model_store, dataset="iris", model="logistic_regression")
+
+
+@pytest.fixture(scope="session")
+def mixed_model(model_store: RunStore, session_home: Path) -> str:
+    """A classifier over a number, a text and a boolean column, with missing values."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    lines = ["size,colour,indoor,label"]
+    for i in range(120):
+        colour = ("red", "blue", "green")[i % 3]
+        size = "" if i % 11 == 0 else f"{rng.normal(10 if colour == 'red' else 4):.2f}"
+        indoor, label = ("true" if i % 2 else "false"), ("big" if colour == "red" else "small")
+        lines.append(f"{size},{colour},{indoor},{label}")
+    path = session_home / "things.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return _train(
+        model_store,
+        dataset=str(path),
+        target="label",
+        model="random_forest",
+        params={"n_estimators": 20},
+    )
+
+
+@pytest.fixture(scope="session")
+def regression_model(model_store: RunStore) -> str:
+    return _train(model_store, dataset="diabetes", model="ridge")

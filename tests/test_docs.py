@@ -6,6 +6,9 @@ import re
 from pathlib import Path
 
 from training.config import Settings
+from training.serving.settings import ServiceSettings
+
+SETTINGS_CLASSES = (Settings, ServiceSettings)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -17,7 +20,7 @@ def documented_variables() -> set[str]:
 
 
 def test_every_setting_is_documented_and_every_documented_setting_exists() -> None:
-    fields = {str(f.validation_alias) for f in Settings.model_fields.values()}
+    fields = {str(f.validation_alias) for cls in SETTINGS_CLASSES for f in cls.model_fields.values()}
     assert documented_variables() == fields
 
 

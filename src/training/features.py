@@ -2,7 +2,7 @@
 
 Training records the schema in the model's metadata; the prediction service reads it back from
 the model store and validates every row against it, so a bento needs no run database. This
-module is imported by the service: it must stay light (stdlib and numpy only).
+module is imported by the service: it must stay light (stdlib, numpy, pydantic).
 
 Layout of the matrix, the same in training and serving: one column per feature in schema
 order; float64 when every feature is numeric, otherwise an object array; a missing value is
@@ -11,32 +11,15 @@ NaN in both (the pipeline imputes it).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Optional, cast
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ConfigDict, Field
+from typing_extensions import TypedDict
 
 FeatureType = Literal["number", "boolean", "string"]
-
-
-@dataclass(frozen=True)
-class RowError:
-    """One reason a row was refused: where (row, feature) and why."""
-
-    row: int | None
-    feature: str | None
-    reason: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"row": self.row, "feature": self.feature, "reason": self.reason}
-
-
-class InvalidRows(ValueError):
-    def __init__(self, errors: list[RowError]) -> None:
-        super().__init__("; ".join(e.reason for e in errors[:3]))
-        self.errors = errors
 
 
 @dataclass(frozen=True)
@@ -67,32 +50,6 @@ class Feature:
         )
 
 
-# Values a JSON decoder can hand us, checked per type; bool is an int in Python, so excluded.
-def _number(value: Any) -> float | str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"expected a number, got {_json_type(value)}"
-    number = float(value)
-    if not math.isfinite(number):
-        return "expected a finite number"
-    return number
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
 @dataclass(frozen=True)
 class FeatureSchema:
     features: tuple[Feature, ...]
@@ -112,66 +69,52 @@ class FeatureSchema:
     def from_json(cls, data: list[dict[str, Any]]) -> FeatureSchema:
         return cls(tuple(Feature.from_json(item) for item in data))
 
-    def matrix(self, rows: list[dict[str, Any]], max_errors: int = 20) -> npt.NDArray[Any]:
-        """Validate JSON rows and lay them out for the pipeline; InvalidRows names each problem.
+    def row_type(self) -> type:
+        """A TypedDict of one raw row, for pydantic: the request schema of the prediction API.
 
-        A feature that is present with ``null`` counts as missing and is imputed; a feature that
-        is absent is an error, so a misspelt name never passes silently as a missing value.
+        Strict: numbers must be JSON numbers (no "1.5", no true), finite; booleans JSON
+        booleans; text one of the categories seen in training. Every feature must be present;
+        ``null`` stands for a missing value, which the pipeline imputes. Unknown keys are
+        refused, so a misspelt name never passes silently as a missing value.
         """
-        errors: list[RowError] = []
-        if self.numeric:
-            out: npt.NDArray[Any] = np.empty((len(rows), len(self.features)), dtype=np.float64)
-        else:
-            out = np.empty((len(rows), len(self.features)), dtype=object)
-        index = {f.name: j for j, f in enumerate(self.features)}
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                errors.append(
-                    RowError(i, None, f"expected an object of features, got {_json_type(row)}")
+        fields: dict[str, Any] = {}
+        for f in self.features:
+            value: Any
+            if f.type == "number":
+                value = Annotated[float, Field(allow_inf_nan=False)]
+                extra = (
+                    f" (seen in training: {f.minimum} to {f.maximum})"
+                    if f.minimum is not None
+                    else ""
                 )
-                continue
-            if len(row) != len(index) or not row.keys() <= index.keys():
-                for name in row.keys() - index.keys():
-                    errors.append(RowError(i, name, "unknown feature"))
-                for name in index.keys() - row.keys():
-                    errors.append(
-                        RowError(i, name, "missing feature (send null for an unknown value)")
-                    )
-            for name, value in row.items():
-                j = index.get(name)
-                if j is None:
-                    continue
-                feature = self.features[j]
-                if value is None:
-                    out[i, j] = np.nan
-                    continue
-                if feature.type == "number":
-                    number = _number(value)
-                    if isinstance(number, str):
-                        errors.append(RowError(i, name, number))
-                    else:
-                        out[i, j] = number
-                elif feature.type == "boolean":
-                    if isinstance(value, bool):
-                        out[i, j] = float(value)
-                    else:
-                        errors.append(
-                            RowError(i, name, f"expected a boolean, got {_json_type(value)}")
-                        )
-                elif not isinstance(value, str):
-                    errors.append(RowError(i, name, f"expected a string, got {_json_type(value)}"))
-                elif feature.categories is not None and value not in feature.categories:
-                    shown = ", ".join(feature.categories[:10])
-                    more = ", ..." if len(feature.categories) > 10 else ""
-                    errors.append(
-                        RowError(
-                            i, name, f"unknown category {value[:100]!r} (known: {shown}{more})"
-                        )
-                    )
-                else:
-                    out[i, j] = value
-            if len(errors) >= max_errors:
-                break
-        if errors:
-            raise InvalidRows(errors[:max_errors])
-        return out
+            elif f.type == "boolean":
+                value, extra = bool, ""
+            elif f.categories:
+                value, extra = Literal[f.categories], ""
+            else:
+                value, extra = str, ""
+            fields[f.name] = Annotated[
+                Optional[value],  # noqa: UP045 - a runtime type expression, built dynamically
+                Field(description=f"{f.type}{extra}; null when unknown"),
+            ]
+        row: Any = TypedDict("Row", fields)  # type: ignore[misc]  # built from data, by design
+        setattr(row, "__pydantic_config__", ConfigDict(extra="forbid", strict=True))  # noqa: B010
+        return cast(type, row)
+
+    def to_matrix(self, rows: list[dict[str, Any]]) -> npt.NDArray[Any]:
+        """Lay validated rows out for the pipeline (see the module docstring)."""
+        names = self.names
+        if self.numeric:
+            # None becomes NaN and booleans 1.0/0.0 in a float64 array.
+            return np.array([[row[n] for n in names] for row in rows], dtype=np.float64)
+        numeric = [f.type != "string" for f in self.features]
+        return np.array(
+            [
+                [
+                    np.nan if row[n] is None else (float(row[n]) if is_num else row[n])
+                    for n, is_num in zip(names, numeric, strict=True)
+                ]
+                for row in rows
+            ],
+            dtype=object,
+        )

@@ -1,0 +1,208 @@
+"""The prediction service's own HTTP layer: one ASGI middleware for every request.
+
+It does, in one pass (each extra middleware layer costs on every request):
+- the body limit: a declared Content-Length over it, or a chunked body that grows past it,
+  gets a JSON 413 (uvicorn and BentoML have no limit of their own);
+- the request id: X-Request-ID from the proxy (or a new one), echoed on the response and
+  written in this request's access-log line;
+- error bodies: BentoML's validation 400 lists pydantic ``loc``/``msg`` pairs; they are
+  reshaped so each problem names its row, feature and reason, like every other 4xx here;
+- metrics by model tag: requests, latency and errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+access_log = logging.getLogger("bentoml.access")
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+#: Paths whose requests are logged and counted; health and metrics scrapes are not.
+API_PATHS = frozenset({"/predict", "/predict_proba", "/model"})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def error_body(message: str, detail: list[dict[str, Any]] | None = None, **extra: Any) -> bytes:
+    """The one shape of every error this service sends: error, detail[], request_id."""
+    return json.dumps(
+        {"error": message, "detail": detail or [], **extra}, separators=(",", ":")
+    ).encode()
+
+
+def reshape_validation(body: bytes) -> bytes | None:
+    """BentoML's pydantic 400 -> the service's error shape; None if it is something else."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    detail = data.get("detail") if isinstance(data, dict) else None
+    # Pydantic's items carry loc and msg; the service's own errors (row/feature/reason) pass.
+    if not detail or not isinstance(detail, list):
+        return None
+    problems: list[dict[str, Any]] = []
+    for item in detail:
+        if not isinstance(item, dict) or "msg" not in item:
+            return None
+        loc = [p for p in item.get("loc", []) if p != "instances"]
+        row = loc[0] if loc and isinstance(loc[0], int) else None
+        feature = loc[1] if row is not None and len(loc) > 1 else None
+        field = ".".join(str(p) for p in item.get("loc", [])) or None
+        problems.append(
+            {"row": row, "feature": feature, "field": field, "reason": item.get("msg", "")}
+        )
+    count = len(problems)
+    return error_body(f"invalid request: {count} problem{'s' if count != 1 else ''}", problems)
+
+
+class ServiceHTTP:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        model_tag: str,
+        access_log_enabled: bool,
+        observe: Callable[[str, int, float], None],
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.model_tag = model_tag
+        self.access_log_enabled = access_log_enabled
+        self.observe = observe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = b""
+        declared: int | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and _REQUEST_ID.match(value):
+                request_id = value
+            elif name == b"content-length":
+                declared = int(value) if value.isdigit() else None
+        if not request_id:
+            request_id = uuid.uuid4().hex.encode()
+        status = 500
+        reshape = False
+        held_start: Message | None = None
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, reshape, held_start
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                headers.append((b"x-request-id", request_id))
+                message["headers"] = headers
+                if status == 400 and scope["path"] in API_PATHS:
+                    reshape, held_start = True, message  # sent with the reshaped body
+                    return
+            elif reshape and message["type"] == "http.response.body":
+                assert held_start is not None
+                body = reshape_validation(message.get("body", b"")) or message.get("body", b"")
+                held_start["headers"] = [
+                    (k, v) for k, v in held_start["headers"] if k != b"content-length"
+                ] + [(b"content-length", str(len(body)).encode())]
+                await send(held_start)
+                message = {"type": "http.response.body", "body": body}
+            await send(message)
+
+        try:
+            if declared is not None and declared > self.max_body_bytes:
+                raise BodyTooLarge
+            if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                receive = await self._buffered(receive)
+            await self.app(scope, receive, send_wrapper)
+        except BodyTooLarge:
+            status = 413
+            body = error_body(
+                f"request body is larger than {self.max_body_bytes} bytes",
+                request_id=request_id.decode(),
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"x-request-id", request_id),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            path = scope["path"]
+            if path in API_PATHS:
+                elapsed = time.perf_counter() - started
+                self.observe(path, status, elapsed)
+                if self.access_log_enabled:
+                    access_log.info(
+                        "%s %s %s %d %.2fms request_id=%s model=%s",
+                        scope.get("client", ("-",))[0] if scope.get("client") else "-",
+                        scope["method"],
+                        path,
+                        status,
+                        elapsed * 1000,
+                        request_id.decode(),
+                        self.model_tag,
+                    )
+
+    async def _buffered(self, receive: Receive) -> Receive:
+        """Read a body of undeclared length (chunked) up to the limit, then replay it.
+
+        Counting while the app reads would raise inside BentoML, which answers any exception
+        with a 500; reading first keeps the 413 ours. Only chunked requests pay for it.
+        """
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body_bytes:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        return replay
+
+
+class _CallerMistakes(logging.Filter):
+    """Drop BentoML's traceback for a request that failed validation: the caller's mistake,
+    answered 400 and logged as such in the access line, is not a server error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        return not (record.exc_info and isinstance(record.exc_info[1], ValidationError))
+
+
+def quiet_validation_tracebacks() -> None:
+    logging.getLogger("bentoml._internal.server.http_app").addFilter(_CallerMistakes())
