@@ -20,7 +20,9 @@ def documented_variables() -> set[str]:
 
 
 def test_every_setting_is_documented_and_every_documented_setting_exists() -> None:
-    fields = {str(f.validation_alias) for cls in SETTINGS_CLASSES for f in cls.model_fields.values()}
+    fields = {
+        str(f.validation_alias) for cls in SETTINGS_CLASSES for f in cls.model_fields.values()
+    }
     assert documented_variables() == fields
 
 

@@ -117,7 +117,10 @@ def make_pipeline_for(schema: FeatureSchema, estimator: BaseEstimator) -> Pipeli
                 "strings",
                 make_pipeline(
                     SimpleImputer(strategy="most_frequent"),
-                    OneHotEncoder(categories=categories, handle_unknown="error"),
+                    # Dense: the service's numpy preprocessing (serving/fastpath.py) matches it.
+                    OneHotEncoder(
+                        categories=categories, handle_unknown="error", sparse_output=False
+                    ),
                 ),
                 strings,
             )

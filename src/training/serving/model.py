@@ -10,6 +10,7 @@ import numpy as np
 import sklearn
 
 from training.features import FeatureSchema
+from training.serving.fastpath import compile_preprocessing
 
 
 class PredictionError(ValueError):
@@ -72,6 +73,8 @@ class Predictor:
         self.pipeline = pipeline
         self.card = card
         self.schema = card.features
+        self.estimator = pipeline.steps[-1][1]
+        self.preprocess = compile_preprocessing(pipeline, card.features)
         self.is_classifier = card.task == "classification"
         self._classes = [
             c.item() if hasattr(c, "item") else c for c in getattr(pipeline, "classes_", [])
@@ -84,6 +87,8 @@ class Predictor:
         # per-call checks are skipped: they cost more than the model on a single row.
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
             try:
+                if self.preprocess is not None:
+                    return getattr(self.estimator, method)(self.preprocess(X))
                 return getattr(self.pipeline, method)(X)
             except ValueError as exc:
                 raise PredictionError(str(exc)) from exc
