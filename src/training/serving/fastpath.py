@@ -75,7 +75,7 @@ def _build(pipeline: Any) -> Transform | None:
         rows = np.arange(X.shape[0])
         for col, value, categories in text:
             values = X[:, col]
-            filled = np.where(values != values, value, values)  # NaN is the one value != itself
+            filled = np.where(values != values, value, values)  # noqa: PLR0124 - NaN != NaN
             index = np.searchsorted(np.asarray(categories, dtype=object), filled)
             out[rows, offset + index] = 1.0
             offset += len(categories)
