@@ -1,15 +1,17 @@
-"""Raw JSON rows against a feature schema: the matrix, and an error naming row, feature, reason."""
+"""The feature schema: the request row type (strict, named errors) and the model matrix."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
-from training.features import Feature, FeatureSchema, InvalidRows
+from training.features import Feature, FeatureSchema
 
-NUMERIC = FeatureSchema((Feature("a", "number"), Feature("b", "number")))
+NUMERIC = FeatureSchema((Feature("a", "number", minimum=0.0, maximum=1.0), Feature("b", "number")))
 MIXED = FeatureSchema(
     (
         Feature("size", "number"),
@@ -19,47 +21,62 @@ MIXED = FeatureSchema(
 )
 
 
+def validate(schema: FeatureSchema, rows: Any) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = TypeAdapter(list[schema.row_type()]).validate_python(rows)  # type: ignore[name-defined]
+    return result
+
+
+def errors(schema: FeatureSchema, rows: Any) -> list[tuple[Any, ...]]:
+    with pytest.raises(ValidationError) as info:
+        validate(schema, rows)
+    return [(*e["loc"], e["msg"]) for e in info.value.errors()]
+
+
 def test_numeric_rows_become_a_float_matrix_with_null_as_missing() -> None:
-    matrix = NUMERIC.matrix([{"a": 1, "b": 2.5}, {"b": None, "a": 3}])
+    rows = validate(NUMERIC, [{"a": 1, "b": 2.5}, {"b": None, "a": 3}])
+    matrix = NUMERIC.to_matrix(rows)
     assert matrix.dtype == np.float64
     assert matrix[0].tolist() == [1.0, 2.5]
     assert matrix[1, 0] == 3.0 and math.isnan(matrix[1, 1])
 
 
 def test_mixed_rows_become_an_object_matrix_in_schema_order() -> None:
-    matrix = MIXED.matrix([{"ok": True, "colour": "red", "size": 2}])
+    matrix = MIXED.to_matrix(validate(MIXED, [{"ok": True, "colour": "red", "size": 2}]))
     assert matrix.dtype == object
     assert matrix[0].tolist() == [2.0, "red", 1.0]
+    missing = MIXED.to_matrix(validate(MIXED, [{"ok": None, "colour": None, "size": None}]))
+    assert all(math.isnan(v) for v in missing[0])
 
 
 @pytest.mark.parametrize(
-    ("row", "feature", "reason"),
+    ("row", "expected"),
     [
-        ({"a": 1}, "b", "missing feature"),
-        ({"a": 1, "b": 2, "c": 3}, "c", "unknown feature"),
-        ({"a": "1", "b": 2}, "a", "expected a number, got string"),
-        ({"a": True, "b": 2}, "a", "expected a number, got boolean"),
-        ({"a": float("inf"), "b": 2}, "a", "finite"),
-        ({"a": [1], "b": 2}, "a", "got array"),
+        ({"a": 1}, ("b", "Field required")),
+        ({"a": 1, "b": 2, "c": 3}, ("c", "Extra inputs are not permitted")),
+        ({"a": "1", "b": 2}, ("a", "Input should be a valid number")),
+        ({"a": True, "b": 2}, ("a", "Input should be a valid number")),
+        ({"a": float("inf"), "b": 2}, ("a", "Input should be a finite number")),
+        ({"a": [1], "b": 2}, ("a", "Input should be a valid number")),
     ],
 )
-def test_each_bad_value_is_named(row: dict[str, object], feature: str, reason: str) -> None:
-    with pytest.raises(InvalidRows) as info:
-        NUMERIC.matrix([{"a": 0, "b": 0}, row])
-    [error] = info.value.errors
-    assert (error.row, error.feature) == (1, feature)
-    assert reason in error.reason
+def test_each_bad_value_is_named_by_row_and_feature(
+    row: dict[str, object], expected: tuple[str, str]
+) -> None:
+    assert errors(NUMERIC, [{"a": 0, "b": 0}, row]) == [(1, *expected)]
 
 
 def test_unknown_category_and_wrong_types_in_mixed_rows() -> None:
-    with pytest.raises(InvalidRows) as info:
-        MIXED.matrix([{"size": 1, "colour": "green", "ok": "yes"}, "not an object"])
-    reasons = [(e.row, e.feature, e.reason.split(" (")[0]) for e in info.value.errors]
-    assert reasons == [
-        (0, "colour", "unknown category 'green'"),
-        (0, "ok", "expected a boolean, got string"),
-        (1, None, "expected an object of features, got string"),
+    assert errors(MIXED, [{"size": 1, "colour": "green", "ok": "yes"}, "not an object"]) == [
+        (0, "colour", "Input should be 'blue' or 'red'"),
+        (0, "ok", "Input should be a valid boolean"),
+        (1, "Input should be a valid dictionary"),
     ]
+
+
+def test_the_row_schema_documents_features_in_order() -> None:
+    schema = TypeAdapter(NUMERIC.row_type()).json_schema()
+    assert list(schema["properties"]) == ["a", "b"] and schema["additionalProperties"] is False
+    assert "seen in training: 0.0 to 1.0" in schema["properties"]["a"]["description"]
 
 
 def test_schema_round_trips_through_json() -> None:

@@ -85,7 +85,7 @@ def test_iris_run_is_recorded_and_its_model_serves_raw_rows(
         "petal_length_cm": 1.4,
         "petal_width_cm": 0.2,
     }
-    assert pipeline.predict(schema.matrix([row])).tolist() == ["setosa"]
+    assert pipeline.predict(schema.to_matrix([row])).tolist() == ["setosa"]
 
 
 def test_csv_with_text_columns_and_missing_values(tmp_path: Path, store: RunStore) -> None:
@@ -110,7 +110,7 @@ def test_csv_with_text_columns_and_missing_values(tmp_path: Path, store: RunStor
         {"size": None, "colour": "red", "weight": 0.1},
         {"size": 4.0, "colour": "blue", "weight": None},
     ]
-    assert pipeline.predict(schema.matrix(rows)).tolist() == ["big", "small"]
+    assert pipeline.predict(schema.to_matrix(rows)).tolist() == ["big", "small"]
 
 
 @pytest.mark.parametrize(
