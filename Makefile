@@ -36,6 +36,8 @@ pytest:
 bench: install
 	$(BIN)/python bench/runstore.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/edge.py
+
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

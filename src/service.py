@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from training.keys import KeyStore
 from training.serving.http import ServiceHTTP, error_body, quiet_validation_tracebacks
 from training.serving.metrics import ServiceMetrics
 from training.serving.model import ModelCard, PredictionError, Predictor
@@ -163,4 +164,5 @@ Prediction.add_asgi_middleware(  # type: ignore[attr-defined]
     model_tag=CARD.tag,
     access_log_enabled=SETTINGS.access_log,
     observe=METRICS.observe,
+    keys=KeyStore(SETTINGS.keys_path) if SETTINGS.require_api_key else None,
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -122,10 +123,10 @@ def running(
 
 
 def serve_model(
-    model_tag: str, *, bentoml_home: Path, log: Path, **env: str
+    model_tag: str, *, bentoml_home: Path, log: Path, port: int | None = None, **env: str
 ) -> AbstractContextManager[Server]:
     """`bentoml serve` of src/service.py (development serving) for one model tag."""
-    port = free_port()
+    port = port or free_port()
     return running(
         [
             str(BIN / "bentoml"),
@@ -142,3 +143,23 @@ def serve_model(
         log=log,
         ready_url=f"http://127.0.0.1:{port}/readyz",
     )
+
+
+@contextmanager
+def caddy(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Caddy with the repository's Caddyfile, ready once its local CA exists and HTTPS answers."""
+    from training.edge import ca_certificate, start_caddy
+
+    proc = start_caddy(env, log)
+    ca = ca_certificate(Path(env["CADDY_DATA_DIR"]))
+    url = f"https://127.0.0.1:{env['HTTPS_PORT']}/livez"
+    try:
+
+        def answers() -> bool:
+            tls = ssl.create_default_context(cafile=ca)
+            return httpx.get(url, verify=tls, timeout=10).status_code > 0
+
+        wait_until(answers, 60, "caddy", proc, log)
+        yield proc
+    finally:
+        stop_process_tree(proc)

@@ -13,26 +13,14 @@ import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from training.serving.settings import SharedSettings, project_root
 
-def project_root() -> Path:
-    """The checkout this package runs from (src layout), or the working directory if installed."""
-    here = Path(__file__).resolve().parents[2]
-    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+__all__ = ["Settings", "get_settings", "project_root"]
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", populate_by_name=True, case_sensitive=True
-    )
-
-    data_dir: Path = Field(
-        default_factory=lambda: project_root() / "data",
-        validation_alias="DATA_DIR",
-        description="Folder for the default SQLite run store, uploads and runtime files.",
-    )
+class Settings(SharedSettings):
     database_url: str | None = Field(
         default=None,
         validation_alias="DATABASE_URL",
@@ -89,6 +77,7 @@ class Settings(BaseSettings):
             hide_password=True
         )
         view["BENTOML_HOME"] = str(self.bentoml_home or Path.home() / "bentoml")
+        view["API_KEYS_FILE"] = str(self.keys_path)
         return view
 
 

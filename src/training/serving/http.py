@@ -7,6 +7,7 @@ It does, in one pass (each extra middleware layer costs on every request):
   written in this request's access-log line;
 - error bodies: BentoML's validation 400 lists pydantic ``loc``/``msg`` pairs; they are
   reshaped so each problem names its row, feature and reason, like every other 4xx here;
+- API keys, when required: a missing or wrong key is a JSON 401 before anything else runs;
 - metrics by model tag: requests, latency and errors.
 """
 
@@ -19,6 +20,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from training.keys import KeyStore, presented_key
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,6 +71,23 @@ def reshape_validation(body: bytes) -> bytes | None:
     return error_body(f"invalid request: {count} problem{'s' if count != 1 else ''}", problems)
 
 
+async def _send_json(
+    send: Send,
+    status: int,
+    body: bytes,
+    request_id: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class ServiceHTTP:
     def __init__(
         self,
@@ -77,8 +97,10 @@ class ServiceHTTP:
         model_tag: str,
         access_log_enabled: bool,
         observe: Callable[[str, int, float], None],
+        keys: KeyStore | None,
     ) -> None:
         self.app = app
+        self.keys = keys
         self.max_body_bytes = max_body_bytes
         self.model_tag = model_tag
         self.access_log_enabled = access_log_enabled
@@ -123,6 +145,18 @@ class ServiceHTTP:
             await send(message)
 
         try:
+            if self.keys is not None and scope["path"] in API_PATHS:
+                refusal = self._check_key(scope)
+                if refusal is not None:
+                    status = 401
+                    await _send_json(
+                        send,
+                        401,
+                        error_body(refusal, request_id=request_id.decode()),
+                        request_id,
+                        [(b"www-authenticate", b"Bearer")],
+                    )
+                    return
             if declared is not None and declared > self.max_body_bytes:
                 raise BodyTooLarge
             if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
@@ -162,6 +196,16 @@ class ServiceHTTP:
                         request_id.decode(),
                         self.model_tag,
                     )
+
+    def _check_key(self, scope: Scope) -> str | None:
+        """Why this request may not pass, or None. The key itself is never logged."""
+        assert self.keys is not None
+        key = presented_key(scope["headers"])
+        if not key:
+            return "missing API key: send Authorization: Bearer <key>"
+        if self.keys.verify(key, "predict") is None:
+            return "invalid or revoked API key"
+        return None
 
     async def _buffered(self, receive: Receive) -> Receive:
         """Read a body of undeclared length (chunked) up to the limit, then replay it.

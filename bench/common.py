@@ -1,0 +1,169 @@
+"""What the benchmarks share: ports, wrk runs, server processes and a trained iris model."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+IRIS_ROW = {
+    "sepal_length_cm": 5.1,
+    "sepal_width_cm": 3.5,
+    "petal_length_cm": 1.4,
+    "petal_width_cm": 0.2,
+}
+
+WRK_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open("{body}", "rb"):read("*a")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tree_rss_mb(pid: int) -> float:
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += p.memory_info().rss
+    return total / 2**20
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its children."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    for child in family:
+        if child.is_running():
+            child.kill()
+
+
+def wait_ready(
+    url: str,
+    body: bytes,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 120,
+    headers: dict[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            r = httpx.post(
+                url,
+                content=body,
+                headers={"content-type": "application/json", **(headers or {})},
+                timeout=5,
+                verify=verify,
+            )
+            if r.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+def wrk(
+    url: str,
+    body_path: Path,
+    concurrency: int,
+    duration: int,
+    work: Path,
+    headers: dict[str, str] | None = None,
+) -> tuple[float, float, float, int]:
+    """requests/s, p50 ms, p99 ms and errors (socket errors and non-2xx) of one wrk run."""
+    script = work / f"post-{body_path.stem}.lua"
+    script.write_text(WRK_LUA.format(body=body_path))
+    threads = 1 if concurrency == 1 else 2
+    extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{duration}s",
+            "--latency",
+            *extra,
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    requests, duration_us, errors, p50, p99 = line.split()[1:]
+    return int(requests) / (int(duration_us) / 1e6), float(p50), float(p99), int(errors)
+
+
+def train_model(env: dict[str, str]) -> str:
+    out = subprocess.run(
+        [
+            str(BIN / "training"),
+            "train",
+            "--dataset",
+            "iris",
+            "--model",
+            "logistic_regression",
+            "--cv",
+            "0",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return str(json.loads(out)["model_tag"])

@@ -1,0 +1,42 @@
+"""`training up` (what `make up` runs): everything from a fresh checkout to HTTPS predictions."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from training.cli.output import stderr, stdout
+from training.cli.progress import progress_display
+from training.config import get_settings
+
+
+def register(commands: Any) -> None:
+    up = commands.add_parser(
+        "up", help="train if needed, build, serve behind Caddy over HTTPS; Ctrl-C stops"
+    )
+    up.set_defaults(handler=run_up)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from training.edge import get_edge_settings
+    from training.serving.settings import get_service_settings
+    from training.up import run_until_stopped, start
+
+    def say(text: str) -> None:
+        stderr.print(text, highlight=False)
+
+    with progress_display("up") as report:
+        started = start(get_settings(), get_service_settings(), get_edge_settings(), report, say)
+    stdout.print(
+        "\n[bold]Ready.[/bold] The prediction API is served over HTTPS (Ctrl-C stops it).\n"
+        f"  URL      {started.url}\n"
+        f"  CA file  {started.ca_file}\n"
+        f"  API key  {started.predict_key}   (scope predict; made for this start)\n"
+        f"  logs     {started.logs['service']}, {started.logs['caddy']}\n"
+        "  more keys: .venv/bin/training keys create --name NAME\n\n"
+        "Try it:\n",
+        highlight=False,
+    )
+    stdout.print(started.curl(), highlight=False, soft_wrap=True)
+    stdout.print("", highlight=False)
+    return run_until_stopped(started, say)

@@ -1,0 +1,252 @@
+"""The main job (`make up` -> `training up`): from a fresh checkout to a prediction over HTTPS.
+
+Upgrade the run store; train and promote the default model if no `production` alias exists;
+build the bento; make API keys for this start; start the prediction service (loopback only)
+and Caddy; wait until a prediction succeeds through HTTPS with the local CA; print how to call
+it; stay in the foreground until Ctrl-C or SIGTERM, then stop both processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from training import revision
+from training.bento import build, resolve_model
+from training.config import Settings
+from training.db import get_database
+from training.edge import EdgeSettings, ca_certificate, caddy_env, require_free, start_caddy
+from training.errors import NotFound, UserError
+from training.features import FeatureSchema
+from training.keys import KeyStore
+from training.pipeline import execute, plan
+from training.progress import Reporter
+from training.registry import Registry
+from training.request import TrainRequest
+from training.serving.settings import ServiceSettings
+from training.store import RunStore
+
+DEFAULT_MODEL = TrainRequest(dataset="iris", model="logistic_regression", experiment="default")
+READY_TIMEOUT_S = 180
+Say = Callable[[str], None]
+
+
+@dataclass
+class Started:
+    url: str
+    ca_file: Path
+    predict_key: str
+    example_row: dict[str, Any]
+    logs: dict[str, Path]
+    processes: dict[str, subprocess.Popen[bytes]]
+
+    def curl(self) -> str:
+        body = json.dumps({"instances": [self.example_row]})
+        return (
+            f"curl --cacert {shlex.quote(str(self.ca_file))} "
+            f"-H {shlex.quote('Authorization: Bearer ' + self.predict_key)} "
+            f"-H 'Content-Type: application/json' -d {shlex.quote(body)} {self.url}/predict"
+        )
+
+
+def ensure_production_model(
+    settings: Settings, registry: Registry, report: Reporter, say: Say
+) -> str:
+    try:
+        return registry.get_alias("production").model_tag
+    except NotFound:
+        pass
+    say("no production model yet: training the default one (iris, logistic_regression)")
+    result = execute(plan(DEFAULT_MODEL, settings), RunStore(registry.db), report)
+    assert result.model_tag is not None
+    registry.promote(result.model_tag, "production")
+    say(f"promoted {result.model_tag} to production")
+    return result.model_tag
+
+
+def example_row(schema: FeatureSchema) -> dict[str, Any]:
+    """A plausible row for the printed curl: mid-range numbers, the first category."""
+    row: dict[str, Any] = {}
+    for f in schema.features:
+        if f.type == "number":
+            mid = ((f.minimum or 0.0) + (f.maximum or 0.0)) / 2
+            row[f.name] = round(mid, 3)
+        elif f.type == "boolean":
+            row[f.name] = False
+        else:
+            row[f.name] = (f.categories or ("",))[0]
+    return row
+
+
+def _rotate_key(keys: KeyStore, name: str, scope: str) -> str:
+    """A fresh key for this start; the previous start's key of the same name is revoked."""
+    with contextlib.suppress(UserError):  # the first start has nothing to revoke
+        keys.revoke(name)
+    _, key = keys.create(name, scope)  # type: ignore[arg-type]
+    return key
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def stop_all(processes: dict[str, subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    for proc in processes.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in processes.values():
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_prediction(started: Started) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    body = {"instances": [started.example_row]}
+    headers = {"Authorization": f"Bearer {started.predict_key}"}
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        for name, proc in started.processes.items():
+            if proc.poll() is not None:
+                raise UserError(
+                    f"{name} exited with {proc.returncode} while starting; its log "
+                    f"({started.logs[name]}) ends with:\n{_tail(started.logs[name])}"
+                )
+        if started.ca_file.exists():
+            try:
+                tls = ssl.create_default_context(cafile=started.ca_file)
+                response = httpx.post(
+                    f"{started.url}/predict", json=body, headers=headers, verify=tls, timeout=5
+                )
+                if response.status_code == 200:
+                    return
+                last = f"HTTP {response.status_code}: {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.5)
+    raise UserError(f"no prediction through HTTPS after {READY_TIMEOUT_S} s (last: {last})")
+
+
+def start(
+    settings: Settings, service: ServiceSettings, edge: EdgeSettings, report: Reporter, say: Say
+) -> Started:
+    require_free(
+        {
+            "HTTPS_PORT": edge.https_port,
+            "HTTP_PORT": edge.http_port,
+            "SERVICE_PORT": service.service_port,
+        }
+    )
+    db = get_database(settings)
+    revision.upgrade(db)
+    say(f"run store at revision {revision.current_revision(db)}")
+    registry = Registry(db)
+    ensure_production_model(settings, registry, report, say)
+    tag = resolve_model(registry, "production", None)
+    built = build(tag, report, alias="production")
+    say(f"bento {built.bento_tag} (archive {built.archive})")
+
+    import bentoml
+
+    metadata: dict[str, Any] = bentoml.models.get(tag).info.metadata
+    schema = FeatureSchema.from_json(metadata["features"])
+
+    keys = KeyStore(settings.keys_path)
+    predict_key = _rotate_key(keys, "make-up:predict", "predict")
+
+    logs = {
+        "service": settings.data_dir / "logs" / "service.log",
+        "caddy": settings.data_dir / "logs" / "caddy.log",
+    }
+    logs["service"].parent.mkdir(parents=True, exist_ok=True)
+    service_env = {
+        **os.environ,
+        "REQUIRE_API_KEY": "true",
+        "API_KEYS_FILE": str(settings.keys_path),
+        "SERVICE_HOST": "127.0.0.1",
+        "SERVICE_PORT": str(service.service_port),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    with logs["service"].open("ab") as service_log:
+        processes["service"] = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("bentoml")),
+                "serve",
+                built.bento_tag,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(service.service_port),
+            ],
+            env=service_env,
+            stdout=service_log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    caddy_data = edge.data_dir(settings.data_dir)
+    env = caddy_env(
+        edge,
+        caddy_data,
+        service_port=service.service_port,
+        max_body_bytes=service.max_body_bytes,
+        service_workers=service.service_workers,
+    )
+    processes["caddy"] = start_caddy(env, logs["caddy"])
+    started = Started(
+        edge.url(), ca_certificate(caddy_data), predict_key, example_row(schema), logs, processes
+    )
+    try:
+        wait_for_prediction(started)
+    except BaseException:
+        stop_all(processes)
+        raise
+    return started
+
+
+def run_until_stopped(started: Started, say: Say) -> int:
+    """Stay in the foreground; Ctrl-C or SIGTERM stops both processes cleanly (exit 0)."""
+    stopping = False
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stopping:
+            for name, proc in started.processes.items():
+                if proc.poll() is not None:
+                    say(
+                        f"{name} exited with {proc.returncode}; stopping. Its log ends with:\n"
+                        f"{_tail(started.logs[name])}"
+                    )
+                    stop_all(started.processes)
+                    return 1
+            time.sleep(0.2)
+        say("stopping the service and Caddy ...")
+        stop_all(started.processes)
+        say("stopped")
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
