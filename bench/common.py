@@ -114,6 +114,19 @@ def wait_ready(
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
+def wait_until_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Poll a health URL (GET) until it answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
 def wrk(
     url: str,
     body_path: Path,

@@ -57,6 +57,7 @@ def fill(db: Database, n: int) -> float:
                     "id": run_id,
                     "experiment_id": 1,
                     "status": "FINISHED" if i % 10 else "FAILED",
+                    "submitted_at": when,
                     "start_time": when,
                     "end_time": when + timedelta(seconds=3),
                     "model_name": "logistic_regression",

@@ -163,3 +163,16 @@ def caddy(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
         yield proc
     finally:
         stop_process_tree(proc)
+
+
+def serve_training(
+    data_dir: Path, log: Path, port: int | None = None, **env: str
+) -> AbstractContextManager[Server]:
+    """`training serve` on its own data folder and BentoML home (beside the data folder)."""
+    port = port or free_port()
+    return running(
+        [str(BIN / "training"), "serve", "--port", str(port)],
+        env=base_env(DATA_DIR=str(data_dir), BENTOML_HOME=str(data_dir.parent / "bentoml"), **env),
+        log=log,
+        ready_url=f"http://127.0.0.1:{port}/readyz",
+    )

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from training.data import SHIPPED, load_dataset, model_name_for
+from training.data import SHIPPED, Dataset, load_dataset, model_name_for
 from training.errors import UserError
+
+
+def task_of(dataset: Dataset) -> str:
+    return dataset.meta.infer_task(dataset.meta.resolve_target(dataset.target))
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -16,7 +20,7 @@ def test_shipped_sets_load_with_snake_case_features_and_a_task(name: str) -> Non
     assert dataset.target == "target"
     assert all(f == f.lower() and " " not in f for f in dataset.feature_names)
     expected = "regression" if name == "diabetes" else "classification"
-    assert dataset.infer_task() == expected
+    assert task_of(dataset) == expected
     assert len(dataset.sha256) == 64
 
 
@@ -40,7 +44,7 @@ def test_csv_schema_types_categories_and_ranges(tmp_path: Path) -> None:
     ]
     path.write_text("\n".join(rows) + "\n")
     dataset = load_dataset(str(path), "kind")
-    assert dataset.infer_task() == "classification"
+    assert task_of(dataset) == "classification"
     schema = {f.name: f for f in dataset.feature_schema().features}
     assert schema["weight"].type == "number" and (
         schema["weight"].minimum,
@@ -55,7 +59,7 @@ def test_csv_default_target_is_the_last_column(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     path.write_text("a,b,y\n" + "".join(f"{i},{i * 2},{i * 0.5}\n" for i in range(30)))
     dataset = load_dataset(str(path))
-    assert dataset.target == "y" and dataset.infer_task() == "regression"
+    assert dataset.target == "y" and task_of(dataset) == "regression"
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import yaml
 from servers import REPO
 
 DEPLOY = REPO / "deploy"
-UNITS = ("training-prediction.service", "training-edge.service")
+UNITS = ("training-prediction.service", "training-api.service", "training-edge.service")
 
 
 def render(unit: str, tmp: Path) -> Path:
@@ -62,6 +62,11 @@ def test_units_start_at_boot_restart_and_run_unprivileged_and_hardened(unit: str
 def test_the_prediction_unit_binds_loopback_only() -> None:
     text = (DEPLOY / "training-prediction.service").read_text()
     assert "--host 127.0.0.1" in text and "CapabilityBoundingSet=\n" in text
+
+
+def test_the_training_unit_stops_through_the_grace_period() -> None:
+    text = (DEPLOY / "training-api.service").read_text()
+    assert "training serve" in text and "\nKillMode=mixed\n" in text  # SIGTERM to the service alone
 
 
 def test_compose_publishes_only_the_edge() -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from training.config import Settings
+from training.config import ServerSettings, Settings
 from training.edge import EdgeSettings
 from training.serving.settings import ServiceSettings
 
-SETTINGS_CLASSES = (Settings, ServiceSettings, EdgeSettings)
-CADDYFILE_ONLY = {"SERVICE_UPSTREAM"}
+SETTINGS_CLASSES = (Settings, ServerSettings, ServiceSettings, EdgeSettings)
+CADDYFILE_ONLY = {"SERVICE_UPSTREAM", "TRAINING_UPSTREAM"}
+
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -24,6 +24,7 @@ def test_up_prints_a_curl_that_predicts_and_ctrl_c_stops_everything(tmp_path: Pa
         HTTPS_PORT=str(free_port()),
         HTTP_PORT=str(free_port()),
         SERVICE_PORT=str(free_port()),
+        TRAINING_PORT=str(free_port()),
         SERVICE_WORKERS="1",
     )
     out_path, err_path = tmp_path / "up.out", tmp_path / "up.err"
@@ -47,6 +48,10 @@ def test_up_prints_a_curl_that_predicts_and_ctrl_c_stops_everything(tmp_path: Pa
         assert answer.returncode == 0, answer.stderr
         body = json.loads(answer.stdout)
         assert body["predictions"] and body["model_tag"].startswith("iris-logistic_regression:")
+        training = [line for line in printed.splitlines() if line.startswith("curl ")][1]
+        assert training.endswith("/training/runs") and "--cacert" in training
+        started = subprocess.run(shlex.split(training), capture_output=True, text=True, timeout=30)
+        assert json.loads(started.stdout)["status"] == "QUEUED"
 
         children = psutil.Process(proc.pid).children(recursive=True)
         assert any("caddy" in " ".join(c.cmdline()) for c in children)
@@ -74,6 +79,7 @@ def test_up_refuses_a_port_in_use_in_one_line(tmp_path: Path) -> None:
             HTTPS_PORT=str(port),
             HTTP_PORT=str(free_port()),
             SERVICE_PORT=str(free_port()),
+            TRAINING_PORT=str(free_port()),
         )
         done = subprocess.run(
             [str(BIN / "training"), "up"],

@@ -86,3 +86,63 @@ def get_settings() -> Settings:
     settings = Settings()
     settings.apply_environment()
     return settings
+
+
+class ServerSettings(Settings):
+    """The training web service (`training serve`): its port, queue and job limits."""
+
+    training_port: int = Field(
+        default=3001,
+        ge=1,
+        le=65535,
+        validation_alias="TRAINING_PORT",
+        description="Port of the training service (loopback only).",
+    )
+    training_max_jobs: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 1) // 2),
+        ge=1,
+        le=64,
+        validation_alias="TRAINING_MAX_JOBS",
+        description="Trainings run at once, each in its own process (default: half the CPUs).",
+    )
+    training_max_queued: int = Field(
+        default=100,
+        ge=0,
+        validation_alias="TRAINING_MAX_QUEUED",
+        description="Waiting trainings past which a submission gets 429.",
+    )
+    training_max_upload_mb: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        validation_alias="TRAINING_MAX_UPLOAD_MB",
+        description="Largest CSV upload (MB); the edge's limit for uploads follows it.",
+    )
+    training_job_memory_mb: int = Field(
+        default=4096,
+        ge=256,
+        validation_alias="TRAINING_JOB_MEMORY_MB",
+        description="Address-space cap of one training process (MB); past it the run fails.",
+    )
+    training_shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        validation_alias="TRAINING_SHUTDOWN_GRACE_S",
+        description="On SIGTERM, how long running trainings may finish before they are killed.",
+    )
+    training_root_path: str = Field(
+        default="/training",
+        validation_alias="TRAINING_ROOT_PATH",
+        description="Path prefix under which the edge publishes the training service.",
+    )
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.training_max_upload_mb * 1024 * 1024
+
+
+@functools.cache
+def get_server_settings() -> ServerSettings:
+    settings = ServerSettings()
+    settings.apply_environment()
+    return settings

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,6 +20,99 @@ Task = Literal["classification", "regression"]
 SHIPPED = ("iris", "wine", "breast_cancer", "diabetes", "digits")
 # Integer targets with at most this many distinct values are taken for class labels.
 MAX_INTEGER_CLASSES = 20
+MIN_ROWS = 10
+
+
+@dataclass(frozen=True)
+class ColumnMeta:
+    """One column as validation needs it, without the data: type, distinct and missing counts."""
+
+    name: str
+    type: FeatureType
+    kind: str  # numpy dtype kind: i, u, f, b, O, ...
+    distinct: int
+    missing: int
+    integral: bool  # every present value is a whole number
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What a request is checked against: the data set's columns, not its rows."""
+
+    name: str
+    sha256: str
+    rows: int
+    columns: tuple[ColumnMeta, ...]
+
+    def column(self, name: str) -> ColumnMeta | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    def default_target(self) -> str:
+        return "target" if self.column("target") else self.columns[-1].name
+
+    def resolve_target(self, requested: str | None) -> ColumnMeta:
+        name = requested or self.default_target()
+        column = self.column(name)
+        if column is None:
+            known = ", ".join(c.name for c in self.columns)
+            raise UserError(
+                f"column {name!r} is not in dataset {self.name} (columns: {known})", field="target"
+            )
+        labelled = self.rows - column.missing
+        if labelled < MIN_ROWS:
+            raise UserError(
+                f"dataset {self.name} has {labelled} labelled rows; at least {MIN_ROWS} are needed",
+                field="dataset",
+            )
+        return column
+
+    def infer_task(self, target: ColumnMeta) -> Task:
+        """Text, booleans and whole numbers with few distinct values are class labels."""
+        if target.type != "number":
+            return "classification"
+        if target.integral and target.distinct <= MAX_INTEGER_CLASSES:
+            return "classification"
+        return "regression"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "columns": [c.to_json() for c in self.columns],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DatasetMeta:
+        return cls(
+            data["name"],
+            data["sha256"],
+            int(data["rows"]),
+            tuple(ColumnMeta(**c) for c in data["columns"]),
+        )
+
+
+def describe(name: str, frame: pd.DataFrame, sha256: str) -> DatasetMeta:
+    columns = []
+    for label in frame.columns:
+        column = frame[label]
+        present = column.dropna()
+        kind = column.dtype.kind
+        integral = kind in "iub" or (kind == "f" and bool((present == present.round()).all()))
+        columns.append(
+            ColumnMeta(
+                str(label),
+                column_type(column),
+                kind,
+                int(present.nunique()),
+                int(len(column) - len(present)),
+                integral,
+            )
+        )
+    return DatasetMeta(name, sha256, len(frame), tuple(columns))
 
 
 @dataclass(frozen=True)
@@ -27,21 +121,11 @@ class Dataset:
     frame: pd.DataFrame
     target: str
     sha256: str
+    meta: DatasetMeta
 
     @property
     def feature_names(self) -> list[str]:
         return [c for c in self.frame.columns if c != self.target]
-
-    def infer_task(self) -> Task:
-        y = self.frame[self.target].dropna()
-        kind = y.dtype.kind
-        if kind in "OSUbc" or str(y.dtype) in ("string", "category", "str"):
-            return "classification"
-        if kind in "iu" and y.nunique() <= MAX_INTEGER_CLASSES:
-            return "classification"
-        if kind == "f" and y.nunique() <= MAX_INTEGER_CLASSES and (y == y.round()).all():
-            return "classification"
-        return "regression"
 
     def feature_schema(self) -> FeatureSchema:
         features: list[Feature] = []
@@ -123,41 +207,64 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, str]:
     return frame, digest.hexdigest()
 
 
-def load_dataset(spec: str, target: str | None = None) -> Dataset:
-    """A shipped set by name, or a CSV file by path; the target column must exist."""
+def read_frame(spec: str) -> tuple[str, pd.DataFrame, str]:
+    """(name, frame, sha256) of a shipped set, an uploaded data set id or a CSV path."""
+    from training.datasets import is_dataset_id, upload_path
+
     if spec in SHIPPED:
         frame = _load_shipped(spec)
-        digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
-        name, default_target = spec, "target"
-    elif spec.lower().endswith(".csv") or Path(spec).exists():
+        return spec, frame, hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+    if is_dataset_id(spec):
+        frame, digest = _read_csv(upload_path(spec))
+        return spec, frame, digest
+    if spec.lower().endswith(".csv") or Path(spec).exists():
         frame, digest = _read_csv(Path(spec))
-        name = spec
-        default_target = "target" if "target" in frame.columns else str(frame.columns[-1])
-    else:
-        raise UserError(
-            f"unknown dataset {spec!r}: use one of {', '.join(SHIPPED)} or a path to a .csv file",
-            field="dataset",
-        )
+        return spec, frame, digest
+    raise UserError(
+        f"unknown dataset {spec!r}: use one of {', '.join(SHIPPED)}, an uploaded dataset id "
+        "or a path to a .csv file",
+        field="dataset",
+    )
+
+
+def _checked_frame(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    frame.columns = [str(c) for c in frame.columns]
     if len(frame.columns) < 2:
         raise UserError(
             f"dataset {name} needs a target and at least one feature column", field="dataset"
         )
-    frame.columns = [str(c) for c in frame.columns]
     if len(set(frame.columns)) != len(frame.columns):
         raise UserError(f"dataset {name} has duplicate column names", field="dataset")
-    chosen = target or default_target
-    if chosen not in frame.columns:
-        raise UserError(
-            f"column {chosen!r} is not in dataset {name} (columns: {', '.join(frame.columns)})",
-            field="target",
-        )
+    return frame
+
+
+def load_dataset(spec: str, target: str | None = None) -> Dataset:
+    """A shipped set, an upload or a CSV, its target checked and unlabelled rows dropped."""
+    name, frame, digest = read_frame(spec)
+    frame = _checked_frame(name, frame)
+    meta = describe(name, frame, digest)
+    chosen = meta.resolve_target(target).name
     frame = frame.dropna(subset=[chosen]).reset_index(drop=True)
-    if len(frame) < 10:
-        raise UserError(
-            f"dataset {name} has {len(frame)} labelled rows; at least 10 are needed",
-            field="dataset",
-        )
-    return Dataset(name=name, frame=frame, target=chosen, sha256=digest)
+    return Dataset(name=name, frame=frame, target=chosen, sha256=digest, meta=meta)
+
+
+@functools.cache
+def _shipped_meta(name: str) -> DatasetMeta:
+    name, frame, digest = read_frame(name)
+    return describe(name, frame, digest)
+
+
+def dataset_meta(spec: str) -> DatasetMeta:
+    """The columns of a data set without loading it where that can be avoided (the web API
+    checks a request against this): shipped sets are described once, uploads carry theirs."""
+    from training.datasets import is_dataset_id, read_meta
+
+    if spec in SHIPPED:
+        return _shipped_meta(spec)
+    if is_dataset_id(spec):
+        return read_meta(spec)
+    name, frame, digest = read_frame(spec)
+    return describe(name, _checked_frame(name, frame), digest)
 
 
 def model_name_for(dataset: str, model: str) -> str:

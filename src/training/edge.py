@@ -106,6 +106,8 @@ def caddy_env(
     service_port: int,
     max_body_bytes: int,
     service_workers: int,
+    training_port: int = 3001,
+    max_upload_mb: int = 50,
 ) -> dict[str, str]:
     """The environment the Caddyfile's placeholders read."""
     return {
@@ -126,6 +128,8 @@ def caddy_env(
         "HSTS_MAX_AGE": str(edge.hsts_max_age),
         "SERVICE_UPSTREAM": f"127.0.0.1:{service_port}",
         "MAX_BODY_BYTES": str(max_body_bytes),
+        "TRAINING_UPSTREAM": f"127.0.0.1:{training_port}",
+        "TRAINING_MAX_UPLOAD_MB": str(max_upload_mb),
     }
 
 

@@ -38,6 +38,7 @@ class RunInfo:
     id: str
     experiment: str
     status: str
+    submitted_at: datetime
     start_time: datetime
     end_time: datetime | None
     error: str | None
@@ -46,7 +47,9 @@ class RunInfo:
     dataset: DatasetInfo
     environment: dict[str, Any]
     model_tag: str | None
+    request: dict[str, Any] | None
     stage: str | None
+
     progress: float | None
     pid: int | None
     host: str | None
@@ -58,10 +61,12 @@ class RunInfo:
     def duration_s(self) -> float | None:
         if self.end_time is None:
             return None
+
         return (self.end_time - self.start_time).total_seconds()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["submitted_at"] = iso(self.submitted_at)
         data["start_time"] = iso(self.start_time)
         data["end_time"] = iso(self.end_time)
         data["duration_s"] = self.duration_s

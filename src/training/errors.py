@@ -42,3 +42,19 @@ class TrainingFailed(Exception):
     def __init__(self, run_id: str, status: str, error: str) -> None:
         super().__init__(error)
         self.run_id, self.status, self.error = run_id, status, error
+
+
+class Unprocessable(UserError):
+    """Well-formed request, unusable content (a malformed CSV upload)."""
+
+    status_code = 422
+
+
+class TooLarge(UserError):
+    status_code = 413
+
+
+class Busy(UserError):
+    """The queue is full; try again later."""
+
+    status_code = 429

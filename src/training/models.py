@@ -35,7 +35,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-RUN_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
+RUN_STATUSES = ("QUEUED", "RUNNING", "FINISHED", "FAILED", "KILLED")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -82,16 +82,23 @@ class Run(Base):
         Index(None, "experiment_id", "start_time", "id"),
         Index(None, "start_time", "id"),
         Index(None, "status"),
+        # The queue: waiting runs in submission order.
+        Index(None, "status", "submitted_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"))
     status: Mapped[str] = mapped_column(String(16))
+    submitted_at: Mapped[datetime]
+    # When it started running (a queued run: when it was submitted, until it starts).
     start_time: Mapped[datetime]
     end_time: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
-    # What was asked for.
+    # What was asked for: the whole request of a run submitted to the queue, so a restart can
+    # run it; and the algorithm.
+    request: Mapped[dict[str, Any] | None]
     model_name: Mapped[str] = mapped_column(String(64))
+
     task: Mapped[str] = mapped_column(String(16))
     # The data set the run saw.
     dataset_name: Mapped[str] = mapped_column(String(500))

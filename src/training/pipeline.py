@@ -20,8 +20,9 @@ from sklearn.pipeline import Pipeline
 
 from training import evaluation
 from training.config import Settings
-from training.data import Dataset, Task, load_dataset, model_name_for
-from training.errors import Interrupted, TrainingFailed, UserError
+from training.data import Dataset, DatasetMeta, Task, dataset_meta, load_dataset, model_name_for
+from training.entities import DatasetInfo
+from training.errors import Conflict, Interrupted, TrainingFailed, UserError
 from training.estimators import make_estimator, make_pipeline_for, recorded_params
 from training.features import FeatureSchema
 from training.progress import Reporter
@@ -61,20 +62,29 @@ class TrainResult:
         }
 
 
-def plan(request: TrainRequest, settings: Settings) -> Plan:
-    """Load the data and check the request against it; raises UserError, records nothing."""
-    dataset = load_dataset(request.dataset, request.target)
-    task: Task = request.task or dataset.infer_task()
-    if task == "regression" and dataset.frame[dataset.target].dtype.kind not in "iufb":
+@dataclass(frozen=True)
+class Checked:
+    """A request that holds against its data set's columns: the one rule for CLI and API."""
+
+    target: str
+    task: Task
+    estimator: Any
+    params: dict[str, str]
+
+
+def check(request: TrainRequest, meta: DatasetMeta) -> Checked:
+    """Check a request against a data set's description; raises UserError, records nothing."""
+    target = meta.resolve_target(request.target)
+    task: Task = request.task or meta.infer_task(target)
+    if task == "regression" and target.type == "string":
         raise UserError(
-            f"target {dataset.target!r} holds text; it can only be learnt by classification",
+            f"target {target.name!r} holds text; it can only be learnt by classification",
             field="task",
         )
     estimator = make_estimator(task, request.model, request.params, request.seed)
-    schema = dataset.feature_schema()
     params = {
-        "dataset": dataset.name,
-        "target": dataset.target,
+        "dataset": meta.name,
+        "target": target.name,
         "task": task,
         "model": request.model,
         "cv": str(request.cv),
@@ -82,15 +92,55 @@ def plan(request: TrainRequest, settings: Settings) -> Plan:
         "seed": str(request.seed),
         **recorded_params(estimator),
     }
+    return Checked(target.name, task, estimator, params)
+
+
+def plan(request: TrainRequest, settings: Settings) -> Plan:
+    """Load the data and check the request against it; raises UserError, records nothing."""
+    dataset = load_dataset(request.dataset, request.target)
+    checked = check(request, dataset.meta)
+    schema = dataset.feature_schema()
     return Plan(
         request=request,
         experiment=request.experiment or settings.default_experiment,
         dataset=dataset,
-        task=task,
+        task=checked.task,
         schema=schema,
-        pipeline=make_pipeline_for(schema, estimator),
-        params=params,
+        pipeline=make_pipeline_for(schema, checked.estimator),
+        params=checked.params,
     )
+
+
+def submit(request: TrainRequest, settings: Settings, store: RunStore) -> str:
+    """Check a request without loading its data and record it QUEUED (the web API's path)."""
+    meta = dataset_meta(request.dataset)
+    checked = check(request, meta)
+    return store.create_run(
+        experiment=request.experiment or settings.default_experiment,
+        model_name=request.model,
+        task=checked.task,
+        dataset=DatasetInfo(
+            name=meta.name, sha256=meta.sha256, rows=meta.rows, target=checked.target
+        ),
+        params=checked.params,
+        tags=dict(request.tags),
+        status="QUEUED",
+        request=request.model_dump(mode="json"),
+    )
+
+
+def run_queued(run_id: str, settings: Settings, store: RunStore, report: Reporter) -> TrainResult:
+    """Run a QUEUED run in this process (a job worker); its request is in its record."""
+    run = store.get_run(run_id)
+    if run.status != "QUEUED" or run.request is None:
+        raise Conflict(f"run {run_id} is {run.status}, not a queued run")
+    try:
+        checked = plan(TrainRequest.model_validate(run.request), settings)
+    except UserError as exc:  # its data changed or vanished while it waited
+        store.start_queued(run_id, environment())
+        store.finish(run_id, "FAILED", error=exc.message)
+        raise TrainingFailed(run_id, "FAILED", exc.message) from exc
+    return execute(checked, store, report, run_id)
 
 
 def _matrix(plan: Plan) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
@@ -180,6 +230,8 @@ def execute(
             tags=dict(plan.request.tags),
             environment=environment(),
         )
+    else:
+        store.start_queued(run_id, environment())
     model_tag: str | None = None
     finished = False
     status, error = "FAILED", "unknown error"

@@ -49,6 +49,7 @@ def _run_info(
         id=run.id,
         experiment=run.experiment.name,
         status=run.status,
+        submitted_at=run.submitted_at,
         start_time=run.start_time,
         end_time=run.end_time,
         error=run.error,
@@ -64,6 +65,7 @@ def _run_info(
         ),
         environment=run.environment or {},
         model_tag=run.model_tag,
+        request=run.request,
         stage=run.stage,
         progress=run.progress,
         pid=run.pid,
@@ -110,24 +112,28 @@ class RunStore:
         tags: Mapping[str, str] | None = None,
         environment: dict[str, Any] | None = None,
         status: str = "RUNNING",
-        pid: int | None = None,
+        request: dict[str, Any] | None = None,
     ) -> str:
+        """A new run: RUNNING in this process (the CLI), or QUEUED with its request (the API)."""
         run_id = uuid.uuid4().hex
         now = utcnow()
+        queued = status == "QUEUED"
         with self.db.write() as session:
             session.add(
                 Run(
                     id=run_id,
                     experiment_id=_experiment_id(session, experiment),
                     status=status,
+                    submitted_at=now,
                     start_time=now,
+                    request=request,
                     model_name=model_name,
                     task=task,
                     dataset_name=dataset.name,
                     environment=environment,
-                    pid=pid if pid is not None else os.getpid(),
-                    host=socket.gethostname(),
-                    stage="queued" if status == "QUEUED" else "starting",
+                    pid=None if queued else os.getpid(),
+                    host=None if queued else socket.gethostname(),
+                    stage="queued" if queued else "starting",
                     progress=0.0,
                 )
             )
@@ -136,7 +142,30 @@ class RunStore:
             session.add_all(Tag(run_id=run_id, key=k, value=v) for k, v in (tags or {}).items())
         return run_id
 
+    def start_queued(self, run_id: str, environment: dict[str, Any]) -> None:
+        """QUEUED -> RUNNING in this process; Conflict if it is no longer waiting (cancelled)."""
+        with self.db.write() as session:
+            run = session.get(Run, run_id, with_for_update=True)
+            if run is None:
+                raise NotFound(f"no run {run_id}")
+            if run.status != "QUEUED":
+                raise Conflict(f"run {run_id} is {run.status}, not QUEUED")
+            run.status, run.start_time, run.stage = "RUNNING", utcnow(), "starting"
+            run.pid, run.host, run.environment = os.getpid(), socket.gethostname(), environment
+
+    def queued(self) -> list[str]:
+        """Waiting runs, in submission order."""
+        with self.db.read() as session:
+            query = select(Run.id).where(Run.status == "QUEUED").order_by(Run.submitted_at, Run.id)
+            return list(session.scalars(query))
+
+    def running(self) -> list[RunInfo]:
+        with self.db.read() as session:
+            ids = list(session.scalars(select(Run.id).where(Run.status == "RUNNING")))
+            return _load(session, ids)
+
     def set_dataset(self, run_id: str, dataset: DatasetInfo) -> None:
+
         with self.db.write() as session:
             session.execute(
                 update(Run)

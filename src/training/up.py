@@ -27,7 +27,7 @@ import httpx
 
 from training import revision
 from training.bento import build, resolve_model
-from training.config import Settings
+from training.config import ServerSettings, Settings
 from training.db import get_database
 from training.edge import EdgeSettings, ca_certificate, caddy_env, require_free, start_caddy
 from training.errors import NotFound, UserError
@@ -41,6 +41,7 @@ from training.serving.settings import ServiceSettings
 from training.store import RunStore
 
 DEFAULT_MODEL = TrainRequest(dataset="iris", model="logistic_regression", experiment="default")
+TRAINING_EXAMPLE = {"dataset": "iris", "model": "random_forest", "params": {"n_estimators": 200}}
 READY_TIMEOUT_S = 180
 Say = Callable[[str], None]
 
@@ -50,17 +51,26 @@ class Started:
     url: str
     ca_file: Path
     predict_key: str
+    admin_key: str
     example_row: dict[str, Any]
     logs: dict[str, Path]
     processes: dict[str, subprocess.Popen[bytes]]
 
-    def curl(self) -> str:
-        body = json.dumps({"instances": [self.example_row]})
+    def _curl(self, key: str, body: dict[str, Any], path: str) -> str:
         return (
             f"curl --cacert {shlex.quote(str(self.ca_file))} "
-            f"-H {shlex.quote('Authorization: Bearer ' + self.predict_key)} "
-            f"-H 'Content-Type: application/json' -d {shlex.quote(body)} {self.url}/predict"
+            f"-H {shlex.quote('Authorization: Bearer ' + key)} "
+            "-H 'Content-Type: application/json' "
+            f"-d {shlex.quote(json.dumps(body))} {self.url}{path}"
         )
+
+    def curl(self) -> str:
+        """A prediction through HTTPS, verified with the local CA."""
+        return self._curl(self.predict_key, {"instances": [self.example_row]}, "/predict")
+
+    def training_curl(self) -> str:
+        """A training started through HTTPS (admin key)."""
+        return self._curl(self.admin_key, TRAINING_EXAMPLE, "/training/runs")
 
 
 def ensure_production_model(
@@ -119,10 +129,23 @@ def stop_all(processes: dict[str, subprocess.Popen[bytes]], timeout: float = 30)
             proc.wait()
 
 
-def wait_for_prediction(started: Started) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+def _all_answer(started: Started, tls: ssl.SSLContext) -> str | None:
+    """None once a prediction and the training service both answer through HTTPS."""
     body = {"instances": [started.example_row]}
     headers = {"Authorization": f"Bearer {started.predict_key}"}
+    predicted = httpx.post(
+        f"{started.url}/predict", json=body, headers=headers, verify=tls, timeout=5
+    )
+    if predicted.status_code != 200:
+        return f"POST /predict: HTTP {predicted.status_code}: {predicted.text[:200]}"
+    training = httpx.get(f"{started.url}/training/readyz", verify=tls, timeout=5)
+    if training.status_code != 200:
+        return f"GET /training/readyz: HTTP {training.status_code}"
+    return None
+
+
+def wait_until_served(started: Started) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
     last = "no answer yet"
     while time.monotonic() < deadline:
         for name, proc in started.processes.items():
@@ -133,27 +156,37 @@ def wait_for_prediction(started: Started) -> None:
                 )
         if started.ca_file.exists():
             try:
-                tls = ssl.create_default_context(cafile=started.ca_file)
-                response = httpx.post(
-                    f"{started.url}/predict", json=body, headers=headers, verify=tls, timeout=5
-                )
-                if response.status_code == 200:
+                problem = _all_answer(started, ssl.create_default_context(cafile=started.ca_file))
+                if problem is None:
                     return
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
+                last = problem
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.5)
-    raise UserError(f"no prediction through HTTPS after {READY_TIMEOUT_S} s (last: {last})")
+    raise UserError(f"not served through HTTPS after {READY_TIMEOUT_S} s (last: {last})")
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
 
 
 def start(
-    settings: Settings, service: ServiceSettings, edge: EdgeSettings, report: Reporter, say: Say
+    settings: ServerSettings,
+    service: ServiceSettings,
+    edge: EdgeSettings,
+    report: Reporter,
+    say: Say,
 ) -> Started:
     require_free(
         {
             "HTTPS_PORT": edge.https_port,
             "HTTP_PORT": edge.http_port,
             "SERVICE_PORT": service.service_port,
+            "TRAINING_PORT": settings.training_port,
         }
     )
     db = get_database(settings)
@@ -169,28 +202,24 @@ def start(
 
     metadata: dict[str, Any] = bentoml.models.get(tag).info.metadata
     schema = FeatureSchema.from_json(metadata["features"])
-
     keys = KeyStore(settings.keys_path)
     predict_key = _rotate_key(keys, "make-up:predict", "predict")
+    admin_key = _rotate_key(keys, "make-up:admin", "admin")
 
-    logs = {
-        "service": settings.data_dir / "logs" / "service.log",
-        "caddy": settings.data_dir / "logs" / "caddy.log",
-    }
-    logs["service"].parent.mkdir(parents=True, exist_ok=True)
-    service_env = {
+    logs_dir = settings.data_dir / "logs"
+    logs = {name: logs_dir / f"{name}.log" for name in ("service", "training", "caddy")}
+    env = {
         **os.environ,
         "REQUIRE_API_KEY": "true",
         "API_KEYS_FILE": str(settings.keys_path),
-        "SERVICE_HOST": "127.0.0.1",
-        "SERVICE_PORT": str(service.service_port),
         "BENTOML_DO_NOT_TRACK": "true",
     }
+    bin_dir = Path(sys.executable).parent
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    with logs["service"].open("ab") as service_log:
-        processes["service"] = subprocess.Popen(
+    try:
+        processes["service"] = _spawn(
             [
-                str(Path(sys.executable).with_name("bentoml")),
+                str(bin_dir / "bentoml"),
                 "serve",
                 built.bento_tag,
                 "--host",
@@ -198,25 +227,35 @@ def start(
                 "--port",
                 str(service.service_port),
             ],
-            env=service_env,
-            stdout=service_log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            {**env, "SERVICE_HOST": "127.0.0.1", "SERVICE_PORT": str(service.service_port)},
+            logs["service"],
         )
-    caddy_data = edge.data_dir(settings.data_dir)
-    env = caddy_env(
-        edge,
-        caddy_data,
-        service_port=service.service_port,
-        max_body_bytes=service.max_body_bytes,
-        service_workers=service.service_workers,
-    )
-    processes["caddy"] = start_caddy(env, logs["caddy"])
-    started = Started(
-        edge.url(), ca_certificate(caddy_data), predict_key, example_row(schema), logs, processes
-    )
-    try:
-        wait_for_prediction(started)
+        processes["training"] = _spawn(
+            [str(bin_dir / "training"), "serve", "--port", str(settings.training_port)],
+            env,
+            logs["training"],
+        )
+        caddy_data = edge.data_dir(settings.data_dir)
+        edge_env = caddy_env(
+            edge,
+            caddy_data,
+            service_port=service.service_port,
+            max_body_bytes=service.max_body_bytes,
+            service_workers=service.service_workers,
+            training_port=settings.training_port,
+            max_upload_mb=settings.training_max_upload_mb,
+        )
+        processes["caddy"] = start_caddy(edge_env, logs["caddy"])
+        started = Started(
+            edge.url(),
+            ca_certificate(caddy_data),
+            predict_key,
+            admin_key,
+            example_row(schema),
+            logs,
+            processes,
+        )
+        wait_until_served(started)
     except BaseException:
         stop_all(processes)
         raise

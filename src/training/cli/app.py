@@ -41,7 +41,7 @@ def install_signal_handlers() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.cli import admin, build, keys, runs, train, up
+    from training.cli import admin, build, keys, runs, serve, train, up
 
     parser = _Parser(
         prog="training",
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
-    for module in (train, runs, build, keys, up, admin):
+    for module in (train, runs, build, keys, serve, up, admin):
         module.register(commands)
     return parser
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -13,16 +14,19 @@ from training.cli.progress import progress_display
 from training.config import get_settings
 from training.errors import UserError
 
+if TYPE_CHECKING:
+    from training.pipeline import TrainResult
+
 
 def register(commands: Any) -> None:
     from training.data import SHIPPED
 
     train = commands.add_parser("train", help="train a model, record the run, save the model")
-    train.add_argument("--dataset", required=True, help=f"{' | '.join(SHIPPED)} | PATH.csv")
-    train.add_argument("--target", help="target column (default: 'target', else the last column)")
     train.add_argument(
-        "--model", required=True, help="algorithm, e.g. logistic_regression, random_forest, ridge"
+        "--dataset", help=f"{' | '.join(SHIPPED)} | an uploaded dataset id (ds_...) | PATH.csv"
     )
+    train.add_argument("--target", help="target column (default: 'target', else the last column)")
+    train.add_argument("--model", help="algorithm, e.g. logistic_regression, random_forest, ridge")
     train.add_argument(
         "--task", choices=("classification", "regression"), help="force the task type"
     )
@@ -43,6 +47,10 @@ def register(commands: Any) -> None:
     train.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     train.add_argument(
         "--tag", action="append", default=[], metavar="KEY=VALUE", help="run tag (repeatable)"
+    )
+    train.add_argument(
+        "--run-id",
+        help="run a QUEUED run from its recorded request (what the training service's workers do)",
     )
     json_flag(train)
     train.set_defaults(handler=run_train)
@@ -66,11 +74,27 @@ def _tags(pairs_: list[str]) -> dict[str, str]:
 
 def run_train(args: argparse.Namespace) -> int:
     from training.estimators import parse_param_pairs
-    from training.pipeline import execute, plan
+    from training.jobs import WORKER_ENV, limit_this_worker
+    from training.pipeline import execute, plan, run_queued
     from training.request import TrainRequest
     from training.revision import checked_database
     from training.store import RunStore
 
+    settings = get_settings()
+    if args.run_id:
+        limits = os.environ.get(WORKER_ENV)
+        if limits:  # started by the training service's executor
+            memory_mb, parent = (int(part) for part in limits.split(":"))
+            limit_this_worker(memory_mb, parent)
+        if args.dataset or args.model:
+            raise UserError("--run-id runs a recorded request: give no --dataset or --model")
+        store = RunStore(checked_database(settings))
+        with progress_display(f"run {args.run_id[:12]}") as report:
+            result = run_queued(args.run_id, settings, store, report)
+        _print_result(result, args.json)
+        return 0
+    if not args.dataset or not args.model:
+        raise UserError("train needs --dataset and --model (or --run-id)")
     try:
         request = TrainRequest(
             dataset=args.dataset,
@@ -86,17 +110,19 @@ def run_train(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise UserError(validation_message(exc)) from exc
-    settings = get_settings()
     store = RunStore(checked_database(settings))
     checked = plan(request, settings)
     with progress_display(f"{checked.dataset.name} / {request.model}") as report:
         result = execute(checked, store, report)
-    if args.json:
-        print_json(result.to_json())
-    else:
-        stdout.print(
-            f"run {result.run_id} {result.status} in {result.duration_s:.1f}s; "
-            f"model {result.model_tag}"
-        )
-        pairs("Held-out metrics", dict(result.metrics))
+    _print_result(result, args.json)
     return 0
+
+
+def _print_result(result: TrainResult, as_json: bool) -> None:
+    if as_json:
+        print_json(result.to_json())
+        return
+    stdout.print(
+        f"run {result.run_id} {result.status} in {result.duration_s:.1f}s; model {result.model_tag}"
+    )
+    pairs("Held-out metrics", dict(result.metrics))

@@ -7,7 +7,6 @@ from typing import Any
 
 from training.cli.output import stderr, stdout
 from training.cli.progress import progress_display
-from training.config import get_settings
 
 
 def register(commands: Any) -> None:
@@ -18,6 +17,7 @@ def register(commands: Any) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    from training.config import get_server_settings
     from training.edge import get_edge_settings
     from training.serving.settings import get_service_settings
     from training.up import run_until_stopped, start
@@ -26,17 +26,26 @@ def run_up(args: argparse.Namespace) -> int:
         stderr.print(text, highlight=False)
 
     with progress_display("up") as report:
-        started = start(get_settings(), get_service_settings(), get_edge_settings(), report, say)
+        started = start(
+            get_server_settings(), get_service_settings(), get_edge_settings(), report, say
+        )
     stdout.print(
         "\n[bold]Ready.[/bold] The prediction API is served over HTTPS (Ctrl-C stops it).\n"
         f"  URL      {started.url}\n"
         f"  CA file  {started.ca_file}\n"
         f"  API key  {started.predict_key}   (scope predict; made for this start)\n"
-        f"  logs     {started.logs['service']}, {started.logs['caddy']}\n"
+        f"  logs     {started.logs['service'].parent}/ (service, training, caddy)\n"
         "  more keys: .venv/bin/training keys create --name NAME\n\n"
         "Try it:\n",
         highlight=False,
     )
     stdout.print(started.curl(), highlight=False, soft_wrap=True)
+    stdout.print(
+        f"\nStart a training (admin key {started.admin_key}), then follow it with GET "
+        "/training/runs/RUN_ID or /training/runs/RUN_ID/events:\n",
+        highlight=False,
+    )
+    stdout.print(started.training_curl(), highlight=False, soft_wrap=True)
     stdout.print("", highlight=False)
+
     return run_until_stopped(started, say)
