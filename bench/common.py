@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
+import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -43,21 +48,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def tree_rss_mb(pid: int) -> float:
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += p.memory_info().rss
-    return total / 2**20
-
-
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process and its children."""
+def _tree_sum(pid: int, measure: Callable[[psutil.Process], float]) -> float:
+    """A measure summed over a process and all its children (gone ones count 0)."""
     try:
         proc = psutil.Process(pid)
         procs = [proc, *proc.children(recursive=True)]
@@ -66,9 +58,39 @@ def tree_cpu_s(pid: int) -> float:
     total = 0.0
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
-            times = p.cpu_times()
-            total += times.user + times.system
+            total += measure(p)
     return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    return _tree_sum(pid, lambda p: p.memory_info().rss) / 2**20
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its children."""
+    return _tree_sum(pid, lambda p: p.cpu_times().user + p.cpu_times().system)
+
+
+def bench_setup(name: str, script: str) -> tuple[argparse.Namespace, Path, dict[str, str], str]:
+    """The wrk benchmarks' start: arguments, a work folder, its environment and an iris model."""
+    parser = argparse.ArgumentParser(
+        description=script, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit(f"bench/{name}.py needs wrk: apt-get install wrk")
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(work / "bentoml"),
+        "DATA_DIR": str(work / "data"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    env.pop("DATABASE_URL", None)
+    print(f"training the iris model in {work} ...", file=sys.stderr)
+    return args, work, env, train_model(env)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -12,42 +12,19 @@ Needs `wrk` (Debian: apt-get install wrk).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-from common import BIN, IRIS_ROW, ROOT, free_port, stop, train_model, tree_cpu_s, wait_ready, wrk
+from common import BIN, IRIS_ROW, ROOT, bench_setup, free_port, stop, tree_cpu_s, wait_ready, wrk
 from training.edge import EdgeSettings, ca_certificate, caddy_env, start_caddy
 from training.keys import KeyStore
 from training.serving.settings import ServiceSettings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("bench/edge.py needs wrk: apt-get install wrk")
-
-    work = Path(tempfile.mkdtemp(prefix="bench-edge-"))
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(work / "bentoml"),
-        "DATA_DIR": str(work / "data"),
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
-    env.pop("DATABASE_URL", None)
-    print(f"training the iris model in {work} ...", file=sys.stderr)
-    tag = train_model(env)
+    args, work, env, tag = bench_setup("edge", __doc__ or "")
     _, key = KeyStore(work / "api_keys.json").create("bench", "predict")
     body = work / "one-row.json"
     body.write_text(json.dumps({"instances": [IRIS_ROW]}))

@@ -16,17 +16,13 @@ Needs `wrk` (Debian: apt-get install wrk).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import BIN, IRIS_ROW, ROOT, free_port, stop, train_model, tree_rss_mb, wait_ready, wrk
+from common import BIN, IRIS_ROW, ROOT, bench_setup, free_port, stop, tree_rss_mb, wait_ready, wrk
 
 IDIOMATIC = """
 import bentoml
@@ -73,25 +69,7 @@ class Result:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("bench/serve.py needs wrk: apt-get install wrk")
-
-    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(work / "bentoml"),
-        "DATA_DIR": str(work / "data"),
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
-    env.pop("DATABASE_URL", None)
-    print(f"training the iris model in {work} ...", file=sys.stderr)
-    tag = train_model(env)
+    args, work, env, tag = bench_setup("serve", __doc__ or "")
     (work / "idiomatic.py").write_text(IDIOMATIC.format(tag=tag))
     (work / "echo.py").write_text(ECHO)
 

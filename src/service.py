@@ -12,8 +12,10 @@ Development serving: ``bentoml serve service:Prediction --working-dir src --arg 
 
 import gc
 import json
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
+import anyio.to_thread
 import bentoml
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
@@ -47,6 +49,8 @@ Instances = Annotated[
     ),
 ]
 HEADERS = {"X-Model-Tag": CARD.tag, "X-Run-Id": CARD.run_id}
+INLINE_ROWS = 64
+T = TypeVar("T")
 METRICS = ServiceMetrics(CARD.tag)
 quiet_validation_tracebacks()
 
@@ -98,6 +102,14 @@ def _answer(data: dict[str, Any]) -> Response:
     return Response(_json(data), media_type="application/json", headers=HEADERS)
 
 
+async def _compute(predict: Callable[[list[Any]], T], rows: list[Any]) -> T:
+    """Small requests inline (a thread hop costs more than their prediction); large ones in a
+    thread, so the worker keeps answering health checks and the request timeout can fire."""
+    if len(rows) <= INLINE_ROWS:
+        return predict(rows)
+    return await anyio.to_thread.run_sync(predict, rows)
+
+
 def _refuse(status: int, message: str) -> Response:
     return Response(
         error_body(message), status_code=status, media_type="application/json", headers=HEADERS
@@ -136,7 +148,7 @@ class Prediction:
     async def predict(self, instances: Instances) -> Response:
         """Predict each row: class labels as trained for classifiers, values for regressors."""
         try:
-            predictions = self.predictor.predict(instances)
+            predictions = await _compute(self.predictor.predict, instances)
         except PredictionError as exc:
             return _refuse(422, str(exc))
         METRICS.predicted("/predict", len(predictions))
@@ -150,7 +162,7 @@ class Prediction:
                 400, f"model {CARD.tag} is a {CARD.task} model; it has no class probabilities"
             )
         try:
-            probabilities = self.predictor.predict_proba(instances)
+            probabilities = await _compute(self.predictor.predict_proba, instances)
         except PredictionError as exc:
             return _refuse(422, str(exc))
         METRICS.predicted("/predict_proba", len(probabilities))

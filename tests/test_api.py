@@ -19,8 +19,11 @@ import psutil
 import pytest
 
 from servers import BIN, Server, base_env, caddy, free_port, serve_training, wait_until
+from training.db import Database
 from training.edge import EdgeSettings, ca_certificate, caddy_env
+from training.entities import DatasetInfo
 from training.keys import KeyStore
+from training.store import RunStore
 
 pytestmark = pytest.mark.slow
 
@@ -420,12 +423,22 @@ def test_kill_9_during_a_training_then_a_restart_loses_nothing(tmp_path: Path) -
         os.kill(worker, signal.SIGKILL)
 
     assert api_run_in_store(data, slow)["status"] == "RUNNING"  # left behind, as a crash leaves it
+    cli_run = RunStore(Database(f"sqlite:///{data / 'sql_app.db'}")).create_run(
+        experiment="cli",
+        model_name="ridge",
+        task="regression",
+        dataset=DatasetInfo(name="diabetes"),
+        params={},
+    )  # a `training train` of someone's shell, running meanwhile: not the service's to judge
     with serve_training(data, tmp_path / "second.log", port=port, TRAINING_MAX_JOBS="1") as server:
         api = Api(server, data, {}, {})
         lost = api.run(slow)
         assert lost["status"] == "FAILED" and "worker lost" in lost["error"]
+        assert api.run(cli_run)["status"] == "RUNNING"
         assert [api.wait(run_id)["status"] for run_id in queued] == ["FINISHED", "FINISHED"]
-        assert api.get("/runs", params={"status": "RUNNING"}).json()["runs"] == []
+        assert [r["id"] for r in api.get("/runs", params={"status": "RUNNING"}).json()["runs"]] == [
+            cli_run
+        ]
 
 
 def api_run_in_store(data: Path, run_id: str) -> dict[str, Any]:
@@ -508,5 +521,12 @@ def test_through_caddy_https_with_the_upload_limit_following_the_setting(
             headers={**api.admin, "Content-Type": "text/csv"},
         )
         assert small.status_code in (200, 201)
-        assert httpx.get(f"{edge}/docs", headers=api.admin, verify=tls).status_code == 404
-        assert httpx.get(f"{edge}/metrics", headers=api.admin, verify=tls).status_code == 404
+        for private in (
+            "/docs",
+            "/metrics",
+            "/openapi.json",
+            "/training/metrics",
+            "/training/docs",
+        ):
+            hidden = httpx.get(f"{edge}{private}", headers=api.admin, verify=tls)
+            assert hidden.status_code == 404, private

@@ -56,6 +56,8 @@ def two_runs(env: Path, capsys: pytest.CaptureFixture[str]) -> list[dict]:  # ty
             "forests",
             "--tag",
             "team=vision",
+            "--tag",
+            "note=[/x] [bold]not markup",
         ),
     ]
 
@@ -113,6 +115,8 @@ def test_runs_show_and_compare(two_runs: list[dict], capsys: pytest.CaptureFixtu
     code, out, _ = cli(capsys, "runs", "show", run_id)
     assert code == 0 and "Parameters" in out and "sepal_length_cm" in out
     ids = [r["run_id"] for r in two_runs]
+    code, out, _ = cli(capsys, "runs", "show", ids[1])
+    assert code == 0 and "[/x] [bold]not markup" in out  # printed as text, never as markup
     compared = cli_json(capsys, "runs", "compare", *ids)
     assert [r["id"] for r in compared["runs"]] == ids
     code, out, _ = cli(capsys, "runs", "compare", *ids)
@@ -174,6 +178,22 @@ def test_models_promote_rollback_and_alias_history(
         (["promote", "ghost:v1"], "no model version 'ghost:v1'"),
         (["aliases", "show", "staging"], "no alias 'staging'"),
         (["train", "--dataset", "iris"], "train needs --dataset and --model (or --run-id)"),
+        (
+            ["train", "--dataset", "iris", "--model", "random_forest", "--tag", "k=" + "x" * 9000],
+            "tag names must be",
+        ),
+        (
+            [
+                "train",
+                "--dataset",
+                "iris",
+                "--model",
+                "logistic_regression",
+                "--param",
+                "class_weight=" + "{" + ",".join(f'"{i}": 1' for i in range(2000)) + "}",
+            ],
+            "longer than 8000",
+        ),
     ],
 )
 def test_mistakes_end_with_one_line_and_exit_2(

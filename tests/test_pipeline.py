@@ -113,6 +113,25 @@ def test_csv_with_text_columns_and_missing_values(tmp_path: Path, store: RunStor
     assert pipeline.predict(schema.to_matrix(rows)).tolist() == ["big", "small"]
 
 
+def test_a_rare_class_and_a_boolean_column_with_gaps(tmp_path: Path, store: RunStore) -> None:
+    """A class with two rows cannot fill five stratified folds, and pandas reads True/False
+    with gaps as an object column: both must still train, and serve raw rows."""
+    lines = ["size,indoor,kind"]
+    for i in range(60):
+        indoor = "" if i % 9 == 0 else ("True" if i % 2 else "False")
+        lines.append(f"{i % 10},{indoor},{'rare' if i < 2 else ('a' if i % 2 else 'b')}")
+    path = tmp_path / "rare.csv"
+    path.write_text("\n".join(lines) + "\n")
+    request = TrainRequest(dataset=str(path), model="logistic_regression", cv=5)
+    result = train(request, get_settings(), store, record)
+    assert result.status == "FINISHED" and "log_loss" in result.metrics
+    model = bentoml.models.get(result.model_tag)
+    schema = FeatureSchema.from_json(model.info.metadata["features"])
+    assert [f.type for f in schema.features] == ["number", "boolean"]
+    rows = [{"size": 3, "indoor": True}, {"size": 4, "indoor": None}]
+    assert len(bentoml.sklearn.load_model(model).predict(schema.to_matrix(rows))) == 2
+
+
 @pytest.mark.parametrize(
     ("dataset", "model", "metric"),
     [

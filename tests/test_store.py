@@ -150,8 +150,22 @@ def test_promote_rollback_and_history(store: RunStore, registry: Registry) -> No
     assert [v.aliases for v in registry.list_models() if v.tag == "m:v1"] == [["production"]]
 
 
+def test_promoting_the_current_target_again_is_not_a_move(
+    store: RunStore, registry: Registry
+) -> None:
+    finished_run(store, 0.9, "m:v1")
+    finished_run(store, 0.95, "m:v2")
+    registry.promote("m:v1", "production")
+    registry.promote("m:v2", "production")
+    registry.promote("m:v2", "production")
+    assert len(registry.get_alias("production").history) == 2
+    assert registry.rollback("production").model_tag == "m:v1"
+
+
 def test_only_registered_models_can_be_promoted(registry: Registry) -> None:
     with pytest.raises(NotFound, match="finished runs"):
         registry.promote("ghost:v1", "production")
     with pytest.raises(UserError, match="not a valid name"):
         registry.promote("ghost:v1", "Prod uction")
+    with pytest.raises(UserError, match="not a valid name"):
+        registry.promote("ghost:v1", "prod\n")

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -34,7 +33,7 @@ from starlette.exceptions import HTTPException
 
 from training import datasets
 from training.config import ServerSettings
-from training.data import SHIPPED, dataset_meta
+from training.data import SHIPPED, DatasetMeta, dataset_meta
 from training.entities import TERMINAL_STATUSES
 from training.errors import Busy, TooLarge, UserError
 from training.jobs import LocalProcessExecutor
@@ -69,6 +68,11 @@ def error(
     return JSONResponse({"error": message, "detail": problems}, status_code=status)
 
 
+def _route_path(scope: Any) -> str:
+    path, root = str(scope["path"]), str(scope.get("root_path", ""))
+    return path[len(root) :] if root and path.startswith(root + "/") else path
+
+
 class AdminKeys:
     """Every route but the health checks needs an admin key when keys are required."""
 
@@ -76,7 +80,8 @@ class AdminKeys:
         self.app, self.keys = app, keys
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or self.keys is None or scope["path"] in PUBLIC:
+        # The route's own path: uvicorn puts the prefix (root_path) in front of it, as ASGI says.
+        if scope["type"] != "http" or self.keys is None or _route_path(scope) in PUBLIC:
             await self.app(scope, receive, send)
             return
         key = presented_key(scope["headers"])
@@ -146,11 +151,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
         yield
         await executor.shutdown(settings.training_shutdown_grace_s)
 
+    # The prefix (TRAINING_ROOT_PATH) is uvicorn's root_path, which ASGI puts in front of every
+    # path: the edge's /training/training/metrics arrives as /training/training/metrics and
+    # matches nothing (FastAPI's own root_path argument would strip it a second time).
     app = FastAPI(
         title="training",
         description="Start, follow, cancel and inspect training runs; promote models.",
         version="1",
-        root_path=settings.training_root_path,
         lifespan=lifespan,
     )
     app.add_middleware(
@@ -226,7 +233,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
             str | None, Query(description="e.g. metrics.accuracy > 0.9 and status = FINISHED")
         ] = None,
         order_by: Annotated[
-            str | None, Query(description="start_time, end_time or metrics.NAME, asc|desc")
+            str | None,
+            Query(
+                description="submitted_at (default), start_time, end_time or metrics.NAME, asc|desc"
+            ),
         ] = None,
         experiment: str | None = None,
         status: str | None = None,
@@ -330,13 +340,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes:
             raise TooLarge(f"upload is larger than {settings.max_upload_bytes} bytes", field="body")
         meta, created = await datasets.store_upload(request.stream(), settings.max_upload_bytes)
-        body = {
-            "dataset_id": meta.name,
-            "sha256": meta.sha256,
-            "rows": meta.rows,
-            "columns": [{"name": c.name, "type": c.type} for c in meta.columns],
-        }
-        return JSONResponse(body, status_code=201 if created else 200)
+        return JSONResponse(_dataset_json(meta), status_code=201 if created else 200)
 
     @app.get("/datasets", tags=["datasets"])
     async def list_datasets() -> JSONResponse:
@@ -351,12 +355,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
         return JSONResponse(await run_in_threadpool(describe_all))
 
-    app.state.executor = executor
-    app.state.started = time.time()
     return app
 
 
-def _dataset_json(meta: Any) -> dict[str, Any]:
+def _dataset_json(meta: DatasetMeta) -> dict[str, Any]:
     return {
         "dataset_id": meta.name,
         "sha256": meta.sha256,

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from training.config import project_root
+from training.config import project_root, tool
 from training.errors import UserError
 from training.progress import Reporter
 from training.registry import Registry
@@ -37,12 +36,6 @@ class BuiltBento:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _bin(name: str) -> str:
-    """A tool installed beside this Python (the project's .venv), else from PATH."""
-    beside = Path(sys.executable).with_name(name)
-    return str(beside) if beside.exists() else name
 
 
 def _run(args: list[str], what: str, cwd: Path) -> str:
@@ -80,7 +73,7 @@ def export_requirements(root: Path) -> Path:
     target = root / "src" / REQUIREMENTS
     _run(
         [
-            _bin("uv"),
+            tool("uv"),
             "export",
             "--frozen",
             "--no-dev",
@@ -112,7 +105,7 @@ def build(
     report("bentoml build", 0.25)
     output = _run(
         [
-            _bin("bentoml"),
+            tool("bentoml"),
             "build",
             "-f",
             "bentofile.yaml",

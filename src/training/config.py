@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -17,7 +18,20 @@ from sqlalchemy.engine import make_url
 
 from training.serving.settings import SharedSettings, project_root
 
-__all__ = ["Settings", "get_settings", "project_root"]
+__all__ = [
+    "ServerSettings",
+    "Settings",
+    "get_server_settings",
+    "get_settings",
+    "project_root",
+    "tool",
+]
+
+
+def tool(name: str) -> str:
+    """A command installed beside this Python (the project's .venv), else from PATH."""
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.exists() else name
 
 
 class Settings(SharedSettings):

@@ -21,6 +21,7 @@ SHIPPED = ("iris", "wine", "breast_cancer", "diabetes", "digits")
 # Integer targets with at most this many distinct values are taken for class labels.
 MAX_INTEGER_CLASSES = 20
 MIN_ROWS = 10
+TARGET_MAX = 200  # the run store's column
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class DatasetMeta:
 
     def resolve_target(self, requested: str | None) -> ColumnMeta:
         name = requested or self.default_target()
+        if len(name) > TARGET_MAX:
+            raise UserError(
+                f"target column names are at most {TARGET_MAX} characters", field="target"
+            )
         column = self.column(name)
         if column is None:
             known = ", ".join(c.name for c in self.columns)
@@ -166,6 +171,10 @@ def column_type(column: pd.Series[Any]) -> FeatureType:
         return "boolean"
     if kind in "iuf":
         return "number"
+    present = column.dropna()
+    # pandas reads True/False with gaps as an object column of Python bools.
+    if len(present) and all(isinstance(v, bool) for v in present):
+        return "boolean"
     return "string"
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,11 +23,12 @@ from training.config import get_settings
 from training.data import DatasetMeta, describe
 from training.errors import NotFound, TooLarge, Unprocessable
 
-_ID = re.compile(r"^ds_[0-9a-f]{16}$")
+_ID = re.compile(r"ds_[0-9a-f]{16}")
+_PARSING = threading.Semaphore(1)
 
 
 def is_dataset_id(spec: str) -> bool:
-    return bool(_ID.match(spec))
+    return bool(_ID.fullmatch(spec))
 
 
 def uploads_dir() -> Path:
@@ -42,7 +44,11 @@ def upload_path(dataset_id: str) -> Path:
 
 def read_meta(dataset_id: str) -> DatasetMeta:
     upload_path(dataset_id)
-    return DatasetMeta.from_json(json.loads((uploads_dir() / f"{dataset_id}.json").read_text()))
+    try:
+        text = (uploads_dir() / f"{dataset_id}.json").read_text()
+    except FileNotFoundError as exc:  # half-stored (a crash mid-upload): as good as absent
+        raise NotFound(f"no uploaded dataset {dataset_id!r}", field="dataset") from exc
+    return DatasetMeta.from_json(json.loads(text))
 
 
 def list_uploads() -> list[DatasetMeta]:
@@ -50,7 +56,9 @@ def list_uploads() -> list[DatasetMeta]:
     if not folder.is_dir():
         return []
     return [
-        DatasetMeta.from_json(json.loads(p.read_text())) for p in sorted(folder.glob("ds_*.json"))
+        DatasetMeta.from_json(json.loads(p.read_text()))
+        for p in sorted(folder.glob("ds_*.json"))
+        if p.with_suffix(".csv").is_file()
     ]
 
 
@@ -99,20 +107,25 @@ def _finish(tmp: Path, digest: str) -> tuple[DatasetMeta, bool]:
         return read_meta(dataset_id), False
     try:
         check_csv(tmp)
-        try:
-            frame = pd.read_csv(tmp)
-        except (pd.errors.ParserError, ValueError) as exc:
-            raise Unprocessable(
-                f"not a readable CSV: {str(exc).strip().splitlines()[-1]}", field="body"
-            ) from exc
-        meta = describe(dataset_id, frame, digest)
+        # One upload parsed at a time: pandas can take many times the file's size in memory.
+        with _PARSING:
+            try:
+                frame = pd.read_csv(tmp)
+            except (pd.errors.ParserError, ValueError) as exc:
+                raise Unprocessable(
+                    f"not a readable CSV: {str(exc).strip().splitlines()[-1]}", field="body"
+                ) from exc
+            meta = describe(dataset_id, frame, digest)
+            del frame
+        # The description first, the data last: a data file in place always has its
+        # description, and concurrent identical uploads each write a staging file of their own.
+        staged = tmp.with_suffix(".json")
+        staged.write_text(json.dumps(meta.to_json()))
+        os.replace(staged, meta_path)
+        os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, final)
-    staged = meta_path.with_suffix(".json.part")
-    staged.write_text(json.dumps(meta.to_json()))
-    os.replace(staged, meta_path)
     return meta, True
 
 

@@ -1,6 +1,6 @@
 """Engine and sessions for the run store; SQLite tuned for many writers, PostgreSQL by URL.
 
-SQLite facts this module relies on (measured with 8 writer processes, see DESIGN.md): WAL and
+SQLite facts this module relies on (measured here with 8 writer processes): WAL and
 busy_timeout alone still fail read-then-write transactions with "database is locked", because
 a deferred transaction that later wants to write cannot wait for the lock. Every write
 transaction here therefore starts with ``BEGIN IMMEDIATE``: it takes the write lock up front

@@ -6,13 +6,12 @@ import functools
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.config import project_root
+from training.config import project_root, tool
 from training.errors import UserError
 
 
@@ -133,11 +132,6 @@ def caddy_env(
     }
 
 
-def caddy_binary() -> str:
-    beside = Path(sys.executable).with_name("caddy")
-    return str(beside) if beside.exists() else "caddy"
-
-
 def start_caddy(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     caddy_data = Path(env["CADDY_DATA_DIR"])
     caddy_data.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -145,7 +139,7 @@ def start_caddy(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as handle:  # the child keeps its own descriptor
         return subprocess.Popen(
             [
-                caddy_binary(),
+                tool("caddy"),
                 "run",
                 "--config",
                 str(project_root() / "Caddyfile"),

@@ -28,6 +28,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from training.data import Task
 from training.errors import UserError
 from training.features import FeatureSchema
+from training.request import VALUE_MAX
 
 CATALOGUE: dict[Task, dict[str, Callable[[], BaseEstimator]]] = {
     "classification": {
@@ -51,14 +52,15 @@ def all_model_names() -> list[str]:
 
 
 def parse_param_value(raw: str) -> Any:
-    """``--param key=value`` values: JSON numbers, booleans and null, otherwise a string."""
+    """``--param key=value`` values: JSON numbers, booleans, null, lists and objects, otherwise
+    a string."""
     if raw in ("True", "False", "None"):
         return {"True": True, "False": False, "None": None}[raw]
     try:
         value = json.loads(raw)
     except ValueError:
         return raw
-    return value if isinstance(value, (int, float, bool, type(None), list)) else raw
+    return value if isinstance(value, (int, float, bool, type(None), list, dict)) else raw
 
 
 def parse_param_pairs(pairs: list[str]) -> dict[str, Any]:
@@ -129,12 +131,19 @@ def make_pipeline_for(schema: FeatureSchema, estimator: BaseEstimator) -> Pipeli
 
 
 def recorded_params(estimator: BaseEstimator) -> dict[str, str]:
-    """Every hyper-parameter the estimator ran with, as text, for the run record."""
-    return {
+    """Every hyper-parameter the estimator ran with, as text, for the run record (a value too
+    long for the store's column is refused: the request was out of bounds)."""
+    recorded = {
         k: json.dumps(v) if not isinstance(v, str) else v
         for k, v in sorted(estimator.get_params(deep=False).items())
         if _plain(v)
     }
+    for key, text in recorded.items():
+        if len(text) > VALUE_MAX:
+            raise UserError(
+                f"parameter {key!r} is longer than {VALUE_MAX} characters", field="params"
+            )
+    return recorded
 
 
 def _plain(value: Any) -> bool:

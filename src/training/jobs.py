@@ -1,13 +1,12 @@
 """The training job executor behind a small interface: submit, cancel, status, start, shutdown.
 
 ``LocalProcessExecutor`` runs each training as its own OS process (`training train --run-id`),
-so a crash or a memory blow-up of one job never takes the web service down: the child has an
-address-space cap, dies with the service (PR_SET_PDEATHSIG), and is stopped through the same
-SIGTERM path as Ctrl-C, which records the run KILLED. At most ``max_jobs`` run at once; the
-rest wait in submission order. The run store is the queue's source of truth: on start, runs
-left RUNNING by a process that no longer exists are marked FAILED ("worker lost") and the
-QUEUED ones are taken up again. A distributed executor can replace this one behind the same
-interface without the web layer changing.
+so a crash or a memory blow-up of one job never takes the web service down: the worker caps
+its own memory, dies with the service (PR_SET_PDEATHSIG), and is stopped through the same
+SIGTERM path as Ctrl-C. At most ``max_jobs`` run at once; the rest wait in submission order.
+The run store is the queue's source of truth: on start, queued runs whose worker is gone are
+marked FAILED ("worker lost") and the QUEUED ones are taken up again. A distributed executor
+can replace this one behind the ``Executor`` interface without the web layer changing.
 """
 
 from __future__ import annotations
@@ -19,40 +18,57 @@ import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import psutil
 from starlette.concurrency import run_in_threadpool
 
-from training.entities import TERMINAL_STATUSES
+from training.entities import TERMINAL_STATUSES, RunInfo
 from training.errors import Busy, Conflict, NotFound
 from training.store import RunStore
 
 log = logging.getLogger("training.jobs")
 CANCEL_GRACE_S = 10.0
+_PR_SET_PDEATHSIG = 1
 #: Set for a job process by the executor: "<memory cap in MB>:<pid of the service>".
 WORKER_ENV = "TRAINING_WORKER_LIMITS"
-_PR_SET_PDEATHSIG = 1
+#: One job, its share of the machine: numerical libraries and joblib's n_jobs=-1 would
+#: otherwise take every CPU and defeat TRAINING_MAX_JOBS.
+ONE_CPU = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "LOKY_MAX_CPU_COUNT": "1",
+}
 
 
 @dataclass
 class ExecutorStatus:
     queued: int
     running: list[str]
-    finished: dict[str, int] = field(default_factory=dict)
 
 
 class Executor(Protocol):
+    """What the web layer needs from whatever runs the jobs."""
+
+    @property
+    def ready(self) -> bool: ...
     async def start(self) -> None: ...
+    def has_room(self) -> None: ...
     async def submit(self, run_id: str) -> None: ...
     async def cancel(self, run_id: str) -> str: ...
     def status(self) -> ExecutorStatus: ...
     async def shutdown(self, grace_s: float) -> None: ...
+
+
+class JobListener(Protocol):
+    def __call__(self, status: str, seconds: float) -> None: ...
 
 
 def limit_this_worker(memory_mb: int, parent: int) -> None:
@@ -70,12 +86,13 @@ def limit_this_worker(memory_mb: int, parent: int) -> None:
         raise SystemExit("the training service that started this job is gone")
 
 
-def _alive_worker(pid: int | None, run_id: str) -> bool:
-    """Is this pid still the job process of this run (and not a reused pid)?"""
-    if pid is None:
+def _worker_alive(run: RunInfo) -> bool:
+    """Is the recorded pid still this run's worker (started no later than the run, so not a
+    reused pid), on this host?"""
+    if run.pid is None or run.host != socket.gethostname():
         return False
     try:
-        return run_id in " ".join(psutil.Process(pid).cmdline())
+        return psutil.Process(run.pid).create_time() <= run.start_time.timestamp() + 1
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
@@ -98,8 +115,11 @@ class LocalProcessExecutor:
         self.logs = logs
         self.on_done = on_done
         self._queue: deque[str] = deque()
+        self._launching: set[str] = set()
         self._running: dict[str, asyncio.subprocess.Process] = {}
-        self._adopted: set[str] = set()  # live workers of a previous service process
+        self._exited: dict[str, asyncio.Event] = {}
+        self._stop_reason: dict[str, str] = {}
+        self._adopted: dict[str, int] = {}  # run id -> pid: live workers of a previous process
         self._started_at: dict[str, float] = {}
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -108,18 +128,22 @@ class LocalProcessExecutor:
 
     # -- the interface ----------------------------------------------------------------------
 
+    @property
+    def ready(self) -> bool:
+        return self._dispatcher is not None and not self._dispatcher.done()
+
     async def start(self) -> None:
         await run_in_threadpool(self._recover)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
-
-    async def submit(self, run_id: str) -> None:
-        self._queue.append(run_id)
-        self._wakeup.set()
 
     def has_room(self) -> None:
         """Refuse a submission past the queue limit (429), before anything is recorded."""
         if len(self._queue) >= self.max_queued:
             raise Busy(f"{len(self._queue)} trainings are waiting already (TRAINING_MAX_QUEUED)")
+
+    async def submit(self, run_id: str) -> None:
+        self._queue.append(run_id)
+        self._wakeup.set()
 
     async def cancel(self, run_id: str) -> str:
         """KILLED at once if waiting, within seconds if running; Conflict once it has ended."""
@@ -132,51 +156,56 @@ class LocalProcessExecutor:
                 self.store.finish, run_id, "KILLED", error="cancelled before it started"
             )
             return "KILLED"
-        proc = self._running.get(run_id)
-        if proc is None:
+        for _ in range(100):  # being launched: a moment until it has a process
+            if run_id not in self._launching:
+                break
+            await asyncio.sleep(0.05)
+        if run_id in self._running:
+            await self._stop(run_id, "cancelled")
+        elif run_id in self._adopted:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._adopted[run_id], signal.SIGTERM)  # its own exit path records KILLED
+            await self._await_end(run_id, CANCEL_GRACE_S)
+        else:
             raise Conflict(f"run {run_id} is {run.status} but not handled by this service")
-        await self._stop(run_id, proc, CANCEL_GRACE_S, "cancelled")
         # It may have finished on its own while it was being stopped.
         return (await run_in_threadpool(self.store.get_run, run_id)).status
 
-    @property
-    def ready(self) -> bool:
-        return self._dispatcher is not None and not self._dispatcher.done()
-
     def status(self) -> ExecutorStatus:
-        return ExecutorStatus(
-            queued=len(self._queue), running=sorted(self._running) + sorted(self._adopted)
-        )
+        running = sorted(self._running) + sorted(self._adopted)
+        return ExecutorStatus(queued=len(self._queue), running=running)
 
     async def shutdown(self, grace_s: float) -> None:
-        """Stop taking jobs; let running ones finish within the grace period, then kill them.
+        """Stop taking jobs; let running ones finish within the grace period, then stop them.
 
         Queued runs stay QUEUED in the store: the next start takes them up again.
         """
         self._closing = True
         self._wakeup.set()
-        deadline = time.monotonic() + grace_s
-        while self._running and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        await asyncio.gather(
-            *(
-                self._stop(run_id, proc, CANCEL_GRACE_S, "the training service stopped")
-                for run_id, proc in list(self._running.items())
-            ),
-            return_exceptions=True,
-        )
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
+        deadline = time.monotonic() + grace_s
+        while self._running and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.gather(
+            *(self._stop(run_id, "the training service stopped") for run_id in list(self._running)),
+            return_exceptions=True,
+        )
+        await asyncio.gather(*self._watchers, return_exceptions=True)
 
     # -- inside -----------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """After a restart: lost workers' runs FAILED, live ones adopted, queued ones resumed."""
+        """After a restart: queued runs whose worker is gone FAILED, live ones adopted, waiting
+        ones resumed. Runs of the CLI (no recorded request) are not ours to judge."""
         for run in self.store.running():
-            if _alive_worker(run.pid, run.id):
-                self._adopted.add(run.id)
+            if run.request is None or run.host not in (None, socket.gethostname()):
+                continue
+            if _worker_alive(run):
+                assert run.pid is not None
+                self._adopted[run.id] = run.pid
                 continue
             with contextlib.suppress(Conflict):
                 self.store.finish(
@@ -188,81 +217,110 @@ class LocalProcessExecutor:
     def _free_slots(self) -> int:
         for run_id in list(self._adopted):
             run = self.store.get_run(run_id)
-            if run.status != "RUNNING" or not _alive_worker(run.pid, run_id):
-                self._adopted.discard(run_id)
-        return self.max_jobs - len(self._running) - len(self._adopted)
+            if run.status == "RUNNING" and _worker_alive(run):
+                continue
+            del self._adopted[run_id]
+            if run.status == "RUNNING":
+                with contextlib.suppress(Conflict):
+                    self.store.finish(
+                        run_id, "FAILED", error="worker lost: its process ended without a result"
+                    )
+        return self.max_jobs - len(self._running) - len(self._launching) - len(self._adopted)
 
     async def _dispatch(self) -> None:
         while not self._closing:
-            # Re-check the queue after the await: a cancel may have emptied it meanwhile.
-            if self._queue and await run_in_threadpool(self._free_slots) > 0 and self._queue:
-                if not self._closing:
+            try:
+                # Re-check the queue after the await: a cancel may have emptied it meanwhile.
+                if self._queue and await run_in_threadpool(self._free_slots) > 0 and self._queue:
                     await self._launch(self._queue.popleft())
-                continue
+                    continue
+            except Exception:  # the store or the OS failed: log, wait, try again; never die
+                log.exception("job dispatcher: retrying in 2 s")
             self._wakeup.clear()
-
             with contextlib.suppress(TimeoutError):
                 # Woken by a submission or a finished job; the timeout notices adopted workers.
                 await asyncio.wait_for(self._wakeup.wait(), timeout=2.0)
 
     async def _launch(self, run_id: str) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with (self.logs / f"{run_id}.log").open("ab") as out:
-            proc = await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).with_name("training")),
-                "train",
-                "--run-id",
-                run_id,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL,
-                env={**os.environ, WORKER_ENV: f"{self.memory_mb}:{os.getpid()}"},
-            )
+        self._launching.add(run_id)
+        try:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            with (self.logs / f"{run_id}.log").open("ab") as out:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "training",
+                    "train",
+                    "--run-id",
+                    run_id,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    env={**os.environ, **ONE_CPU, WORKER_ENV: f"{self.memory_mb}:{os.getpid()}"},
+                )
+        except OSError as exc:
+            log.error("run %s: the worker could not start: %s", run_id, exc)
+            with contextlib.suppress(Conflict, NotFound):
+                await run_in_threadpool(
+                    self.store.finish, run_id, "FAILED", error=f"the worker could not start: {exc}"
+                )
+            return
+        finally:
+            self._launching.discard(run_id)
         self._running[run_id] = proc
+        self._exited[run_id] = asyncio.Event()
         self._started_at[run_id] = time.monotonic()
         watcher = asyncio.create_task(self._watch(run_id, proc))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
 
     async def _watch(self, run_id: str, proc: asyncio.subprocess.Process) -> None:
+        """The one place that records a job's end when its worker could not (crash, kill)."""
         code = await proc.wait()
-        self._running.pop(run_id, None)
         seconds = time.monotonic() - self._started_at.pop(run_id, time.monotonic())
         try:
             run = await run_in_threadpool(self.store.get_run, run_id)
             if run.status in ("QUEUED", "RUNNING"):
-                # The worker died without recording its end: a crash, a kill, the memory cap.
+                reason = self._stop_reason.get(run_id)
                 how = f"signal {-code}" if code < 0 else f"exit code {code}"
-                await run_in_threadpool(
-                    self.store.finish,
-                    run_id,
-                    "FAILED",
-                    error=f"worker crashed ({how}); see its log",
+                status, error = (
+                    ("KILLED", reason)
+                    if reason
+                    else ("FAILED", f"worker crashed ({how}); see its log")
                 )
+                with contextlib.suppress(Conflict):
+                    await run_in_threadpool(self.store.finish, run_id, status, error=error)
                 run = await run_in_threadpool(self.store.get_run, run_id)
             if self.on_done is not None:
                 self.on_done(run.status, seconds)
-        except NotFound:
-            pass
+        except Exception:  # never lose the slot over a bookkeeping failure
+            log.exception("run %s: recording the end of its worker failed", run_id)
         finally:
+            self._running.pop(run_id, None)
+            self._stop_reason.pop(run_id, None)
+            self._exited.pop(run_id, asyncio.Event()).set()
             self._wakeup.set()
 
-    async def _stop(
-        self, run_id: str, proc: asyncio.subprocess.Process, grace_s: float, why: str
-    ) -> None:
-        """SIGTERM (the worker records KILLED itself), SIGKILL past the grace period."""
+    async def _stop(self, run_id: str, why: str) -> None:
+        """SIGTERM (the worker records KILLED), SIGKILL past the grace period; the watcher
+        records KILLED for a worker that could not."""
+        proc = self._running.get(run_id)
+        exited = self._exited.get(run_id)
+        if proc is None or exited is None:
+            return
+        self._stop_reason[run_id] = why
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), timeout=grace_s)
+                await asyncio.wait_for(exited.wait(), timeout=CANCEL_GRACE_S)
             except TimeoutError:
                 proc.kill()
-                await proc.wait()
-        run = await run_in_threadpool(self.store.get_run, run_id)
-        if run.status in ("QUEUED", "RUNNING"):
-            with contextlib.suppress(Conflict):
-                await run_in_threadpool(self.store.finish, run_id, "KILLED", error=why)
+        await exited.wait()
 
-
-class JobListener(Protocol):
-    def __call__(self, status: str, seconds: float) -> None: ...
+    async def _await_end(self, run_id: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = await run_in_threadpool(self.store.get_run, run_id)
+            if run.status in TERMINAL_STATUSES:
+                return
+            await asyncio.sleep(0.2)

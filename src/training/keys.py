@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -29,9 +30,10 @@ from training.errors import UserError
 
 Scope = Literal["predict", "admin"]
 SCOPES: tuple[Scope, ...] = ("predict", "admin")
-_KEY = re.compile(r"^tk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:@-]{0,99}$")
+_KEY = re.compile(r"tk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:@-]{0,99}")
 RELOAD_EVERY_S = 0.5
+log = logging.getLogger("training.keys")
 
 
 class KeyStoreError(UserError):
@@ -98,16 +100,21 @@ class KeyStore:
             stamp = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stamp = (0, 0)
+        except OSError as exc:  # unreadable: keep what was known (none at first: fail closed)
+            log.error("API key file %s cannot be read: %s", self.path, exc)
+            return
         if stamp != self._stamp:
             # A file being replaced is read whole or not at all (writers rename into place).
-            with contextlib.suppress(ValueError, TypeError, KeyError):
+            try:
                 self._records = self._load()
                 self._stamp = stamp
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.error("API key file %s cannot be used: %s", self.path, exc)
 
     def verify(self, presented: str, needed: Scope) -> KeyRecord | None:
         """The active record this key belongs to if it grants ``needed``; else None."""
         self._refresh()
-        match = _KEY.match(presented)
+        match = _KEY.fullmatch(presented)
         record = self._records.get(match.group(1)) if match else None
         secret = match.group(2) if match else presented
         expected = record.digest if record else "0" * 64
@@ -141,7 +148,7 @@ class KeyStore:
         """A new key: its record and the key itself, which is shown once and stored nowhere."""
         if scope not in SCOPES:
             raise KeyStoreError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise KeyStoreError(f"key name {name!r}: 1-100 letters, digits, spaces or ._:@-")
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_hex(16)

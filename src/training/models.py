@@ -82,8 +82,9 @@ class Run(Base):
         Index(None, "experiment_id", "start_time", "id"),
         Index(None, "start_time", "id"),
         Index(None, "status"),
-        # The queue: waiting runs in submission order.
+        # The queue: waiting runs in submission order; and the default page order.
         Index(None, "status", "submitted_at"),
+        Index(None, "submitted_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

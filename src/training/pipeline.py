@@ -134,22 +134,38 @@ def run_queued(run_id: str, settings: Settings, store: RunStore, report: Reporte
     run = store.get_run(run_id)
     if run.status != "QUEUED" or run.request is None:
         raise Conflict(f"run {run_id} is {run.status}, not a queued run")
+    store.start_queued(run_id, environment())  # RUNNING from here: every way out is recorded
+    store.set_progress(run_id, "loading", 0.02)
+    report("loading", 0.02)
     try:
-        checked = plan(TrainRequest.model_validate(run.request), settings)
+        checked_plan = plan(TrainRequest.model_validate(run.request), settings)
     except UserError as exc:  # its data changed or vanished while it waited
-        store.start_queued(run_id, environment())
         store.finish(run_id, "FAILED", error=exc.message)
         raise TrainingFailed(run_id, "FAILED", exc.message) from exc
-    return execute(checked, store, report, run_id)
+    except (KeyboardInterrupt, Interrupted):
+        store.finish(run_id, "KILLED", error="interrupted")
+        raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        store.finish(run_id, "FAILED", error=error[:4000])
+        raise TrainingFailed(run_id, "FAILED", error) from exc
+    return execute(checked_plan, store, report, run_id)
 
 
 def _matrix(plan: Plan) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """The training matrix, laid out as ``FeatureSchema.to_matrix`` lays out served rows:
+    numbers and booleans as float64, text as objects, NaN where a value is missing."""
     frame = plan.dataset.frame
-    features = frame[plan.schema.names]
-    if plan.schema.numeric:
-        X = features.to_numpy(dtype=np.float64, na_value=np.nan)
-    else:
-        X = features.astype(object).where(features.notna(), np.nan).to_numpy(dtype=object)
+    columns = []
+    for feature in plan.schema.features:
+        column = frame[feature.name]
+        if feature.type == "string":
+            columns.append(
+                column.astype(object).where(column.notna(), np.nan).to_numpy(dtype=object)
+            )
+        else:
+            columns.append(column.astype(np.float64).to_numpy())
+    X = np.column_stack(columns).astype(np.float64 if plan.schema.numeric else object)
     y = frame[plan.dataset.target].to_numpy()
     if plan.task == "regression":
         y = y.astype(np.float64)
@@ -176,12 +192,19 @@ def _split(plan: Plan, X: npt.NDArray[Any], y: npt.NDArray[Any]) -> list[Any]:
         raise UserError(f"cannot split the data: {exc}", field="test_size") from exc
 
 
-def _save_model(plan: Plan, run_id: str, model: Pipeline, metrics: dict[str, float]) -> str:
+def model_tag_for(plan: Plan, run_id: str) -> str:
+    """The model's tag, known before it is saved: its version is the run id, so a model and
+    its run name each other, and an interrupted save can always be found and taken back."""
+    return f"{model_name_for(plan.dataset.name, plan.request.model)}:{run_id}"
+
+
+def _save_model(plan: Plan, tag: str, model: Pipeline, metrics: dict[str, float]) -> None:
     import bentoml
 
+    run_id = tag.partition(":")[2]
     classes = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
-    saved = bentoml.sklearn.save_model(
-        model_name_for(plan.dataset.name, plan.request.model),
+    bentoml.sklearn.save_model(
+        tag,
         model,
         labels={
             "run_id": run_id,
@@ -202,7 +225,6 @@ def _save_model(plan: Plan, run_id: str, model: Pipeline, metrics: dict[str, flo
         },
         signatures={"predict": {"batchable": False}, "predict_proba": {"batchable": False}},
     )
-    return str(saved.tag)
 
 
 def _delete_model(tag: str | None) -> None:
@@ -218,7 +240,7 @@ def _delete_model(tag: str | None) -> None:
 def execute(
     plan: Plan, store: RunStore, report: Reporter, run_id: str | None = None
 ) -> TrainResult:
-    """Run a checked plan, recording every step; a QUEUED run's id continues that record."""
+    """Run a checked plan, recording every step; ``run_id``: a run already RUNNING here."""
     started = time.monotonic()
     if run_id is None:
         run_id = store.create_run(
@@ -230,8 +252,6 @@ def execute(
             tags=dict(plan.request.tags),
             environment=environment(),
         )
-    else:
-        store.start_queued(run_id, environment())
     model_tag: str | None = None
     finished = False
     status, error = "FAILED", "unknown error"
@@ -252,7 +272,7 @@ def execute(
             per_fold: list[dict[str, float]] = []
             stage(f"cross-validation fold 1 of {k}", 0.1)
             folds = evaluation.cross_validate(
-                plan.task, plan.pipeline, X_train, y_train, k, plan.request.seed
+                plan.task, plan.pipeline, X_train, y_train, k, plan.request.seed, classes
             )
             for number, scores in enumerate(folds, start=1):
                 per_fold.append(scores)
@@ -267,10 +287,11 @@ def execute(
         stage("fitting", 0.7)
         model = plan.pipeline.fit(X_train, y_train)
         stage("evaluating", 0.85)
-        metrics = evaluation.score(plan.task, model, X_test, y_test)
+        metrics = evaluation.score(plan.task, model, X_test, y_test, classes)
         store.log_metrics(run_id, [(key, v, 0) for key, v in metrics.items()])
         stage("saving", 0.9)
-        model_tag = _save_model(plan, run_id, model, metrics)
+        model_tag = model_tag_for(plan, run_id)
+        _save_model(plan, model_tag, model, metrics)
         store.finish(
             run_id,
             "FINISHED",
@@ -297,7 +318,10 @@ def _abandon(store: RunStore, run_id: str, status: str, error: str, model_tag: s
     if store.get_run(run_id).status == "FINISHED":
         return
     _delete_model(model_tag)
-    store.finish(run_id, status, error=error[:4000])
+    # Ended meanwhile by someone else (a cancel, a restart): keep their record, and do not
+    # let this Conflict hide the exception being handled.
+    with contextlib.suppress(Conflict):
+        store.finish(run_id, status, error=error[:4000])
 
 
 def train(

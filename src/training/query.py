@@ -4,7 +4,8 @@ Filter: conditions joined by ``and``, in the spirit of MLflow's search syntax::
 
     metrics.accuracy > 0.9 and params.C = '1.0' and status = FINISHED and tags.team = vision
 
-Order: ``start_time`` (default, newest first), ``end_time`` or ``metrics.<key>``, optionally
+Order: ``submitted_at`` (default, newest first; it never changes, so pages stay put while the
+queue moves), ``start_time``, ``end_time`` or ``metrics.<key>``, optionally
 followed by ``asc`` or ``desc``. Pages are keyset pages: the token carries the last row's sort
 value and run id, so a page stays correct while new runs arrive (no OFFSET).
 """
@@ -14,9 +15,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Select, and_, exists, null, or_, select
@@ -34,7 +36,12 @@ ATTRIBUTES: dict[str, Any] = {
     "model_tag": Run.model_tag,
     "run_id": Run.id,
 }
-ORDER_ATTRIBUTES: dict[str, Any] = {"start_time": Run.start_time, "end_time": Run.end_time}
+ORDER_ATTRIBUTES: dict[str, Any] = {
+    "submitted_at": Run.submitted_at,
+    "start_time": Run.start_time,
+    "end_time": Run.end_time,
+}
+NEVER_NULL = frozenset({"submitted_at", "start_time"})
 EQUALITY_OPS = ("=", "!=")
 OPS = ("=", "!=", "<", "<=", ">", ">=")
 
@@ -143,7 +150,7 @@ def parse_filter(text: str | None) -> list[Condition]:
 
 def parse_order(text: str | None) -> Order:
     if not text or not text.strip():
-        return Order("attribute", "start_time", descending=True)
+        return Order("attribute", "submitted_at", descending=True)
     parts = text.split()
     if len(parts) > 2 or (len(parts) == 2 and parts[1].lower() not in ("asc", "desc")):
         raise UserError(f"order: expected KEY [asc|desc], got {text!r}", field="order_by")
@@ -156,7 +163,7 @@ def parse_order(text: str | None) -> Order:
         kind, default_desc = "attribute", True
     else:
         raise UserError(
-            f"order: cannot order by {key!r}; use metrics.<name>, start_time or end_time",
+            f"order: cannot order by {key!r}; use metrics.<name>, {', '.join(ORDER_ATTRIBUTES)}",
             field="order_by",
         )
     descending = parts[1].lower() == "desc" if len(parts) == 2 else default_desc
@@ -188,25 +195,40 @@ def _encode_token(order: Order, value: Any, run_id: str) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+_RUN_ID = re.compile(r"[0-9a-f]{1,32}")
+
+
 def _decode_token(order: Order, token: str) -> tuple[Any, str]:
+    """The last row of the previous page. Tokens come from clients, so every part is checked
+    (a forged value must end as a 400, never reach the database as something it refuses)."""
+    foreign = UserError("page_token: not a token this server issued", field="page_token")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         order_text, value, run_id = json.loads(raw)
     except (binascii.Error, ValueError, TypeError) as exc:
-        raise UserError("page_token: not a token this server issued", field="page_token") from exc
-    if order_text != order.text or not isinstance(run_id, str):
+        raise foreign from exc
+    if order_text != order.text:
         raise UserError(
             "page_token: issued for another ordering; start again without it", field="page_token"
         )
-    if value is not None and order.kind == "attribute":
-        try:
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise foreign
+    if value is None:
+        return None, run_id
+    try:
+        if order.kind == "attribute":
             value = datetime.fromisoformat(value)
-        except (TypeError, ValueError) as exc:
-            raise UserError(
-                "page_token: not a token this server issued", field="page_token"
-            ) from exc
-    elif value is not None and not isinstance(value, (int, float)):
-        raise UserError("page_token: not a token this server issued", field="page_token")
+            if value.tzinfo is None:
+                raise foreign
+            value = value.astimezone(UTC)
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise foreign
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise foreign
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise foreign from exc
     return value, run_id
 
 
@@ -285,7 +307,7 @@ class RunSearch:
         else:
             sort = ORDER_ATTRIBUTES[order.key]
             present = query
-            if order.key != "start_time":
+            if order.key not in NEVER_NULL:
                 present = query.where(sort.is_not(None))
                 missing = sort.is_(None)
 

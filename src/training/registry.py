@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from training.db import Database
@@ -17,11 +18,11 @@ from training.errors import NotFound, UserError
 from training.models import Alias, AliasMove, ModelVersion
 from training.store import utcnow
 
-ALIAS_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,99}$")
+ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,99}")
 
 
 def check_alias_name(name: str) -> str:
-    if not ALIAS_NAME.match(name):
+    if not ALIAS_NAME.fullmatch(name):
         raise UserError(
             f"alias {name!r} is not a valid name: use lowercase letters, digits, '-' and '_', "
             "starting with a letter",
@@ -81,9 +82,15 @@ class Registry:
         current = session.get(Alias, alias, with_for_update=True)
         now = utcnow()
         if current is None:
-            session.add(Alias(name=alias, model_tag=to_tag, updated_at=now))
-            from_tag = None
-        else:
+            try:
+                with session.begin_nested():  # a concurrent first promote wins cleanly
+                    session.add(Alias(name=alias, model_tag=to_tag, updated_at=now))
+                from_tag = None
+            except IntegrityError:
+                current = session.get(Alias, alias, with_for_update=True, populate_existing=True)
+        if current is not None:
+            if current.model_tag == to_tag:
+                return  # already there: no move, no history entry
             from_tag = current.model_tag
             current.model_tag, current.updated_at = to_tag, now
         session.add(

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from training.data import Task
 
+KEY_MAX, VALUE_MAX = 250, 8000  # the run store's params/tags columns
+
 
 class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -29,7 +31,7 @@ class TrainRequest(BaseModel):
     cv: int = Field(default=5, ge=0, le=20, description="Cross-validation folds; 0 turns it off.")
     test_size: float = Field(default=0.2, gt=0.0, lt=1.0, description="Held-out share of rows.")
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=50)
 
     @field_validator("cv")
     @classmethod
@@ -42,6 +44,17 @@ class TrainRequest(BaseModel):
     @classmethod
     def _param_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
         for key in value:
-            if not key or len(key) > 250:
-                raise ValueError("parameter names must be 1 to 250 characters")
+            if not key or len(key) > KEY_MAX:
+                raise ValueError(f"parameter names must be 1 to {KEY_MAX} characters")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_sizes(cls, value: dict[str, str]) -> dict[str, str]:
+        # The run store's columns: what does not fit is refused here, not by the database.
+        for key, text in value.items():
+            if not key or len(key) > KEY_MAX or len(text) > VALUE_MAX:
+                raise ValueError(
+                    f"tag names must be 1 to {KEY_MAX} characters, values at most {VALUE_MAX}"
+                )
         return value

@@ -9,7 +9,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from training.db import Database
@@ -33,13 +34,17 @@ def utcnow() -> datetime:
 
 
 def _experiment_id(session: Session, name: str) -> int:
-    found = session.scalar(select(Experiment.id).where(Experiment.name == name))
+    query = select(Experiment.id).where(Experiment.name == name)
+    found = session.scalar(query)
     if found is not None:
         return found
-    experiment = Experiment(name=name, created_at=utcnow())
-    session.add(experiment)
-    session.flush()
-    return experiment.id
+    try:
+        with session.begin_nested():  # a savepoint: a concurrent creator wins cleanly
+            experiment = Experiment(name=name, created_at=utcnow())
+            session.add(experiment)
+        return experiment.id
+    except IntegrityError:  # created meanwhile by another transaction (PostgreSQL)
+        return session.scalars(query).one()
 
 
 def _run_info(
@@ -255,11 +260,6 @@ class RunStore:
                 session.add(
                     ModelVersion(tag=model_tag, run_id=run_id, name=model_name, created_at=now)
                 )
-
-    def delete_run(self, run_id: str) -> None:
-        """Remove a run that never started (tests and clean-up of queued runs)."""
-        with self.db.write() as session:
-            session.execute(delete(Run).where(Run.id == run_id))
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ import shlex
 import signal
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import httpx
 
 from training import revision
 from training.bento import build, resolve_model
-from training.config import ServerSettings, Settings
+from training.config import ServerSettings, Settings, tool
 from training.db import get_database
 from training.edge import EdgeSettings, ca_certificate, caddy_env, require_free, start_caddy
 from training.errors import NotFound, UserError
@@ -214,12 +213,11 @@ def start(
         "API_KEYS_FILE": str(settings.keys_path),
         "BENTOML_DO_NOT_TRACK": "true",
     }
-    bin_dir = Path(sys.executable).parent
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         processes["service"] = _spawn(
             [
-                str(bin_dir / "bentoml"),
+                tool("bentoml"),
                 "serve",
                 built.bento_tag,
                 "--host",
@@ -231,7 +229,7 @@ def start(
             logs["service"],
         )
         processes["training"] = _spawn(
-            [str(bin_dir / "training"), "serve", "--port", str(settings.training_port)],
+            [tool("training"), "serve", "--port", str(settings.training_port)],
             env,
             logs["training"],
         )

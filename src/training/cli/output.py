@@ -9,10 +9,12 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # Piped output is not cut to 80 columns: tables keep one line per row for grep and less.
-stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-stderr = Console(stderr=True, soft_wrap=True)
+# No markup: what is printed holds user data (tags, errors, names) that may contain "[...]".
+stdout = Console(soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 200)
+stderr = Console(stderr=True, soft_wrap=True, markup=False)
 
 
 def print_json(data: Any) -> None:
@@ -34,7 +36,7 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     for column in columns:
         grid.add_column(column, overflow="fold")
     for row in rows:
-        grid.add_row(*(fmt(v) for v in row))
+        grid.add_row(*(Text(fmt(v)) for v in row))
     stdout.print(grid)
 
 

@@ -40,7 +40,9 @@ def register(commands: Any) -> None:
         help='e.g. "metrics.accuracy > 0.9 and params.model = random_forest"',
     )
     listing.add_argument(
-        "--order-by", metavar="KEY [asc|desc]", help="start_time, end_time or metrics.NAME"
+        "--order-by",
+        metavar="KEY [asc|desc]",
+        help="submitted_at (default), start_time, end_time or metrics.NAME",
     )
     listing.add_argument("--limit", type=int, default=50, help="rows per page (default 50)")
     listing.add_argument("--page-token", help="token printed by the previous page")

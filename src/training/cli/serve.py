@@ -40,6 +40,7 @@ def run_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
         server_header=False,
+        root_path=settings.training_root_path,
         # Open event streams must not hold a stop back for long; running jobs get their own
         # grace period (TRAINING_SHUTDOWN_GRACE_S) after this.
         timeout_graceful_shutdown=3,

@@ -30,7 +30,7 @@ def run_up(args: argparse.Namespace) -> int:
             get_server_settings(), get_service_settings(), get_edge_settings(), report, say
         )
     stdout.print(
-        "\n[bold]Ready.[/bold] The prediction API is served over HTTPS (Ctrl-C stops it).\n"
+        "\nReady. The prediction API is served over HTTPS (Ctrl-C stops it).\n"
         f"  URL      {started.url}\n"
         f"  CA file  {started.ca_file}\n"
         f"  API key  {started.predict_key}   (scope predict; made for this start)\n"

@@ -34,6 +34,9 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_runs_status_submitted_at"), ["status", "submitted_at"], unique=False
         )
+        batch_op.create_index(
+            batch_op.f("ix_runs_submitted_at_id"), ["submitted_at", "id"], unique=False
+        )
 
 
 def downgrade() -> None:
@@ -43,6 +46,7 @@ def downgrade() -> None:
         "error = 'still queued when the run store was downgraded' WHERE status = 'QUEUED'"
     )
     with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_runs_submitted_at_id"))
         batch_op.drop_index(batch_op.f("ix_runs_status_submitted_at"))
         batch_op.drop_constraint(batch_op.f("ck_runs_status_valid"), type_="check")
         batch_op.create_check_constraint(batch_op.f("ck_runs_status_valid"), OLD)
