@@ -133,7 +133,8 @@ def test_eight_writers_at_once_on_one_new_sqlite_file(proc_env: dict[str, str]) 
         for seed in range(8)
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 8, [err[-500:] for _, err in outputs]
+    failed = [err[-800:] for p, (_, err) in zip(procs, outputs, strict=True) if p.returncode]
+    assert not failed, failed
     store = store_of(proc_env)
     runs = store.search(RunSearch.parse(), limit=100).runs
     assert len(runs) == 8 and {r.status for r in runs} == {"FINISHED"}

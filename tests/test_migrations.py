@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
@@ -44,6 +46,31 @@ def test_a_new_database_is_created_on_first_use(db_url: str) -> None:
     revision.ensure_current(db)
     assert revision.current_revision(db) == revision.head_revision()
     db.dispose()
+
+
+def test_a_store_midway_through_creation_is_waited_for_not_refused(db_url: str) -> None:
+    """Eight processes on a new file: one creates, the rest must not judge a half-made store."""
+    creator, other = Database(db_url), Database(db_url)
+    outcome: list[object] = []
+
+    def check() -> None:
+        try:
+            revision.ensure_current(other)
+            outcome.append("current")
+        except SchemaOutOfDate as exc:
+            outcome.append(exc.message)
+
+    with revision.creation_lock(creator):
+        revision.upgrade(creator, "0001")  # the first migration is in, the head is not yet
+        waiter = threading.Thread(target=check)
+        waiter.start()
+        waiter.join(1.0)
+        assert waiter.is_alive() and outcome == []
+        revision.upgrade(creator)
+    waiter.join(60)
+    assert outcome == ["current"]
+    creator.dispose()
+    other.dispose()
 
 
 def test_a_database_at_an_unknown_revision_is_refused(

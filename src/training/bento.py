@@ -9,13 +9,13 @@ the requirements file the bentofile names.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from training import modelstore
 from training.config import project_root, tool
 from training.errors import UserError
 from training.progress import Reporter
@@ -61,9 +61,9 @@ def check_in_model_store(model_tag: str) -> None:
     try:
         bentoml.models.get(model_tag)
     except NotFound as exc:
-        home = os.environ.get("BENTOML_HOME", "~/bentoml")
         raise UserError(
-            f"model {model_tag} is in the registry but not in BentoML's store at {home}; "
+            f"model {model_tag} is in the registry but not in BentoML's store at "
+            f"{modelstore.home()}; "
             "is BENTOML_HOME the one the model was trained with?"
         ) from exc
 

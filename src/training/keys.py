@@ -11,7 +11,6 @@ run database to check keys. Stdlib only: the bento carries this module.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from training.errors import UserError
+from training.filelock import exclusive
 
 Scope = Literal["predict", "admin"]
 SCOPES: tuple[Scope, ...] = ("predict", "admin")
@@ -131,9 +131,7 @@ class KeyStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, KeyRecord]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{self.path}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive(f"{self.path}.lock"):
             records = self._load()
             yield records
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")

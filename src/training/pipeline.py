@@ -18,7 +18,7 @@ import numpy.typing as npt
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from training import evaluation
+from training import evaluation, modelstore
 from training.config import Settings
 from training.data import Dataset, DatasetMeta, Task, dataset_meta, load_dataset, model_name_for
 from training.entities import DatasetInfo
@@ -203,28 +203,29 @@ def _save_model(plan: Plan, tag: str, model: Pipeline, metrics: dict[str, float]
 
     run_id = tag.partition(":")[2]
     classes = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
-    bentoml.sklearn.save_model(
-        tag,
-        model,
-        labels={
-            "run_id": run_id,
-            "experiment": plan.experiment,
-            "task": plan.task,
-            "dataset": plan.dataset.name[-60:],
-        },
-        metadata={
-            "run_id": run_id,
-            "experiment": plan.experiment,
-            "task": plan.task,
-            "algorithm": plan.request.model,
-            "target": plan.dataset.target,
-            "dataset_sha256": plan.dataset.sha256,
-            "features": plan.schema.to_json(),
-            "classes": classes,
-            "metrics": metrics,
-        },
-        signatures={"predict": {"batchable": False}, "predict_proba": {"batchable": False}},
-    )
+    with modelstore.changing():
+        bentoml.sklearn.save_model(
+            tag,
+            model,
+            labels={
+                "run_id": run_id,
+                "experiment": plan.experiment,
+                "task": plan.task,
+                "dataset": plan.dataset.name[-60:],
+            },
+            metadata={
+                "run_id": run_id,
+                "experiment": plan.experiment,
+                "task": plan.task,
+                "algorithm": plan.request.model,
+                "target": plan.dataset.target,
+                "dataset_sha256": plan.dataset.sha256,
+                "features": plan.schema.to_json(),
+                "classes": classes,
+                "metrics": metrics,
+            },
+            signatures={"predict": {"batchable": False}, "predict_proba": {"batchable": False}},
+        )
 
 
 def _delete_model(tag: str | None) -> None:
@@ -233,7 +234,7 @@ def _delete_model(tag: str | None) -> None:
     import bentoml
 
     # Best effort: the run's own failure is what gets reported.
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception), modelstore.changing():
         bentoml.models.delete(tag)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from sqlalchemy import inspect
 from training.config import Settings
 from training.db import Database, get_database
 from training.errors import SchemaOutOfDate
+from training.filelock import exclusive
 from training.models import Base
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -57,12 +57,11 @@ def is_empty(db: Database) -> bool:
 
 
 @contextlib.contextmanager
-def _exclusive(db: Database) -> Iterator[None]:
+def creation_lock(db: Database) -> Iterator[None]:
     """One creator at a time: eight processes started at once on a new store must not race."""
     url = db.engine.url
     if db.is_sqlite and url.database and url.database != ":memory:":
-        with open(f"{url.database}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive(f"{url.database}.lock"):
             yield
         return
     if db.engine.dialect.name == "postgresql":
@@ -83,12 +82,14 @@ def ensure_current(db: Database) -> None:
     An empty database is created on first use (the manual asks for ``sql_app.db`` to be made
     when missing); an existing one is never migrated behind the operator's back.
     """
-    if is_empty(db):
-        with _exclusive(db):
-            if is_empty(db):  # another process may have created it while we waited
+    head = head_revision()
+    if is_empty(db) or current_revision(db) != head:
+        # A creator may be midway (first tables made, head not yet stamped): wait for it to
+        # finish before judging, so eight processes started on a new file all see it whole.
+        with creation_lock(db):
+            if is_empty(db):
                 upgrade(db)
-        return
-    current, head = current_revision(db), head_revision()
+    current = current_revision(db)
     if current == head:
         return
     known = {
