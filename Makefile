@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python bench/runstore.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/edge.py
+	$(BIN)/python bench/training_api.py
 
 
 clean:

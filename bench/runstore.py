@@ -35,6 +35,7 @@ BATCH = 5_000
 QUERIES = {
     "metric filter + same metric order": ("metrics.accuracy > 0.9", "metrics.accuracy desc"),
     "metric filter + other metric order": ("metrics.accuracy > 0.9", "metrics.roc_auc desc"),
+    "tight filter + other metric order": ("metrics.accuracy > 0.999", "metrics.roc_auc desc"),
     "newest first, no filter": (None, None),
     "param filter, newest first": ("params.solver = 'saga'", None),
     "status + metric order": ("status = FINISHED", "metrics.log_loss asc"),

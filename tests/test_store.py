@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from training import query
 from training.entities import DatasetInfo
 from training.errors import Conflict, NotFound, UserError
 from training.query import RunSearch
@@ -92,6 +95,50 @@ def test_search_filters_and_orders_by_metric_with_stable_keyset_pages(store: Run
     assert [r.metrics["accuracy"] for r in second.runs] == [0.95, 0.93]
     third = store.search(search, limit=2, page_token=second.next_page_token)
     assert [r.id for r in third.runs] == [ids[0.91]] and third.next_page_token is None
+
+
+@pytest.mark.parametrize("direction", ["desc", "asc"])
+def test_a_filter_on_one_metric_and_order_on_another_pages_exactly(
+    store: RunStore, direction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages served from the bounded window (see RunSearch.window_query) and from the full
+    queries must join up into one exact order, ties and runs without the metric included."""
+    monkeypatch.setattr(query, "WINDOW", 5)
+    expected_with, expected_without = [], []
+    for i in range(30):
+        run_id = new_run(store)
+        accuracy = (i * 7 % 10) / 10  # 0.0 .. 0.9, six in ten pass the filter
+        metrics = [("accuracy", accuracy, 0)]
+        if i % 5:  # every fifth run has no roc_auc: it must come after the rest
+            metrics.append(("roc_auc", (i * 3 % 8) / 8, 0))  # plenty of ties
+        store.log_metrics(run_id, metrics)
+        if accuracy > 0.35:
+            if i % 5:
+                expected_with.append((metrics[1][1], run_id))
+            else:
+                expected_without.append(run_id)
+    expected_with.sort(reverse=direction == "desc")
+    expected = [run_id for _, run_id in expected_with] + sorted(expected_without)
+
+    full_queries = 0
+    page_queries = RunSearch.page_queries
+
+    def counted(self: RunSearch, limit: int, page_token: str | None) -> list[Any]:
+        nonlocal full_queries
+        full_queries += 1
+        return page_queries(self, limit, page_token)
+
+    monkeypatch.setattr(RunSearch, "page_queries", counted)
+    search = RunSearch.parse("metrics.accuracy > 0.35", f"metrics.roc_auc {direction}")
+    seen, token, pages = [], None, 0
+    while pages <= len(expected):  # a token that does not advance must fail, not loop
+        page = store.search(search, limit=3, page_token=token)
+        seen += [r.id for r in page.runs]
+        pages += 1
+        if not (token := page.next_page_token):
+            break
+    assert seen == expected
+    assert 0 < full_queries < pages  # both paths served pages
 
 
 def test_search_by_params_status_and_experiment(store: RunStore) -> None:

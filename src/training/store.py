@@ -297,11 +297,14 @@ class RunStore:
         if not 1 <= limit <= MAX_PAGE:
             raise UserError(f"limit must be between 1 and {MAX_PAGE}, got {limit}", field="limit")
         with self.db.read() as session:
-            rows: list[Any] = []
-            for query in search.page_queries(limit, page_token):
-                rows.extend(session.execute(query).all())
-                if len(rows) > limit:
-                    break
+            window = search.window_query(limit, page_token)
+            rows: list[Any] = [] if window is None else list(session.execute(window).all())
+            if len(rows) <= limit:  # no window, or a page it could not fill: the full queries
+                rows = []
+                for query in search.page_queries(limit, page_token):
+                    rows.extend(session.execute(query).all())
+                    if len(rows) > limit:
+                        break
             page, more = rows[:limit], len(rows) > limit
             runs = _load(session, [row[0] for row in page])
         token = search.next_token(page[-1][0], page[-1][1]) if more else None
