@@ -183,6 +183,21 @@ def wrk(
     return int(requests) / (int(duration_us) / 1e6), float(p50), float(p99), int(errors)
 
 
+def service_command(tag: str, port: int | str) -> list[str]:
+    """`bentoml serve` of src/service.py (as shipped) for model ``tag`` on ``port``."""
+    return [
+        str(BIN / "bentoml"),
+        "serve",
+        "service:Prediction",
+        "--working-dir",
+        str(ROOT / "src"),
+        "--arg",
+        f"model_tag={tag}",
+        "--port",
+        str(port),
+    ]
+
+
 def train_model(env: dict[str, str]) -> str:
     out = subprocess.run(
         [

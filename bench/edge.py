@@ -17,7 +17,16 @@ import ssl
 import subprocess
 import sys
 
-from common import BIN, IRIS_ROW, ROOT, bench_setup, free_port, stop, tree_cpu_s, wait_ready, wrk
+from common import (
+    IRIS_ROW,
+    bench_setup,
+    free_port,
+    service_command,
+    stop,
+    tree_cpu_s,
+    wait_ready,
+    wrk,
+)
 from training.edge import EdgeSettings, ca_certificate, caddy_env, start_caddy
 from training.keys import KeyStore
 from training.serving.settings import ServiceSettings
@@ -34,17 +43,7 @@ def main() -> None:
     service_env = {**env, "REQUIRE_API_KEY": "true", "API_KEYS_FILE": str(work / "api_keys.json")}
     with (work / "service.log").open("wb") as log:
         service = subprocess.Popen(
-            [
-                str(BIN / "bentoml"),
-                "serve",
-                "service:Prediction",
-                "--working-dir",
-                str(ROOT / "src"),
-                "--arg",
-                f"model_tag={tag}",
-                "--port",
-                str(service_port),
-            ],
+            service_command(tag, service_port),
             env=service_env,
             cwd=work,
             stdout=log,
@@ -59,6 +58,8 @@ def main() -> None:
         service_port=service_port,
         max_body_bytes=1_048_576,
         service_workers=service_settings.service_workers,
+        training_port=free_port(),  # no training service in this benchmark
+        max_upload_mb=50,
     )
     caddy = start_caddy(env_edge, work / "caddy.log")
     direct = f"http://127.0.0.1:{service_port}/predict"

@@ -22,7 +22,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import BIN, IRIS_ROW, ROOT, bench_setup, free_port, stop, tree_rss_mb, wait_ready, wrk
+from common import (
+    BIN,
+    IRIS_ROW,
+    bench_setup,
+    free_port,
+    service_command,
+    stop,
+    tree_rss_mb,
+    wait_ready,
+    wrk,
+)
 
 IDIOMATIC = """
 import bentoml
@@ -84,17 +94,7 @@ def main() -> None:
 
     servers = {
         "ours": (
-            [
-                str(BIN / "bentoml"),
-                "serve",
-                "service:Prediction",
-                "--working-dir",
-                str(ROOT / "src"),
-                "--arg",
-                f"model_tag={tag}",
-                "--port",
-                "{port}",
-            ],
+            service_command(tag, "{port}"),
             {"ACCESS_LOG": "true"},
         ),
         "idiomatic": (

@@ -90,11 +90,14 @@ model_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 @model_app.get("/model", response_model=ModelResponse, tags=["Service APIs"])
 def model_card() -> Response:
     """The served model: tag, run, task, ordered feature schema, classes, metrics."""
-    return Response(_json(CARD.to_json()), media_type="application/json", headers=HEADERS)
+    return Response(CARD_JSON, media_type="application/json", headers=HEADERS)
 
 
 def _json(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+CARD_JSON = _json(CARD.to_json())  # the card is frozen: encode it once, not per request
 
 
 def _answer(data: dict[str, Any]) -> Response:

@@ -44,6 +44,8 @@ def edge_env(tmp: Path, service_port: int, **overrides: str) -> dict[str, str]:
         service_port=service_port,
         max_body_bytes=1_048_576,
         service_workers=1,
+        training_port=free_port(),  # nothing listens there: these tests cover the service
+        max_upload_mb=50,
     )
     env.update(overrides)
     return env

@@ -36,7 +36,7 @@ from training.config import ServerSettings
 from training.data import SHIPPED, DatasetMeta, dataset_meta
 from training.entities import TERMINAL_STATUSES
 from training.errors import Busy, TooLarge, UserError
-from training.jobs import LocalProcessExecutor
+from training.jobs import Executor, LocalProcessExecutor
 from training.keys import KeyStore, presented_key
 from training.pipeline import submit
 from training.query import RunSearch
@@ -100,7 +100,7 @@ class AdminKeys:
 
 
 class Metrics:
-    def __init__(self, executor: LocalProcessExecutor) -> None:
+    def __init__(self, executor: Executor) -> None:
         self.registry = CollectorRegistry()
         queued = Gauge(
             "training_jobs_queued", "Trainings waiting for a slot.", registry=self.registry
@@ -129,7 +129,8 @@ class Metrics:
 def create_app(settings: ServerSettings) -> FastAPI:
     db = checked_database(settings)
     store, registry = RunStore(db), Registry(db)
-    executor = LocalProcessExecutor(
+    # The routes see only the Executor interface: a distributed one can take this one's place.
+    executor: Executor = LocalProcessExecutor(
         store,
         max_jobs=settings.training_max_jobs,
         max_queued=settings.training_max_queued,

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from training.config import project_root, tool
 from training.errors import UserError
+from training.processes import spawn_logged
 
 
 class EdgeSettings(BaseSettings):
@@ -105,8 +106,8 @@ def caddy_env(
     service_port: int,
     max_body_bytes: int,
     service_workers: int,
-    training_port: int = 3001,
-    max_upload_mb: int = 50,
+    training_port: int,
+    max_upload_mb: int,
 ) -> dict[str, str]:
     """The environment the Caddyfile's placeholders read."""
     return {
@@ -135,22 +136,15 @@ def caddy_env(
 def start_caddy(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     caddy_data = Path(env["CADDY_DATA_DIR"])
     caddy_data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as handle:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [
-                tool("caddy"),
-                "run",
-                "--config",
-                str(project_root() / "Caddyfile"),
-                "--adapter",
-                "caddyfile",
-            ],
-            env={**os.environ, **env},
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    args = [
+        tool("caddy"),
+        "run",
+        "--config",
+        str(project_root() / "Caddyfile"),
+        "--adapter",
+        "caddyfile",
+    ]
+    return spawn_logged(args, {**os.environ, **env}, log)
 
 
 def require_free(ports: dict[str, int]) -> None:

@@ -57,6 +57,8 @@ class ExecutorStatus:
 class Executor(Protocol):
     """What the web layer needs from whatever runs the jobs."""
 
+    on_done: JobListener | None
+
     @property
     def ready(self) -> bool: ...
     async def start(self) -> None: ...

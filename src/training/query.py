@@ -247,7 +247,6 @@ class _Pages:
     missing: ColumnElement[bool] | None
     last_value: Any
     last_id: str | None
-    metric_joins: dict[str, Any]
 
     def order_of(self, sort: Any, tie: Any) -> tuple[Any, Any]:
         return (sort.desc(), tie.desc()) if self.order.descending else (sort.asc(), tie.asc())
@@ -345,7 +344,7 @@ class RunSearch:
                 present = query.where(sort.is_not(None))
                 missing = sort.is_(None)
         last_value, last_id = _decode_token(order, page_token) if page_token else (None, None)
-        return _Pages(order, query, present, sort, tie, missing, last_value, last_id, metric_joins)
+        return _Pages(order, query, present, sort, tie, missing, last_value, last_id)
 
     def page_queries(self, limit: int, page_token: str | None) -> list[Select[Any]]:
         """Queries of (run id, sort value) rows that, run in turn, give one page (+1 row).
@@ -377,10 +376,10 @@ class RunSearch:
         is exact; a shorter one is not, and the caller runs ``page_queries`` (a tight filter
         then costs one bounded walk more, ~15 ms).
         """
-        p = self._pages(page_token)
-        other_metrics = set(p.metric_joins) - {self.order.key}
-        if self.order.kind != "metric" or not other_metrics:
+        filtered = {c.key for c in self.conditions if c.kind == "metric"}
+        if self.order.kind != "metric" or not filtered - {self.order.key}:
             return None
+        p = self._pages(page_token)
         if p.last_id is not None and p.last_value is None:
             return None  # past the runs with a value: only the by-id rest is left
         edge = aliased(LatestMetric)

@@ -82,14 +82,14 @@ def ensure_current(db: Database) -> None:
     An empty database is created on first use (the manual asks for ``sql_app.db`` to be made
     when missing); an existing one is never migrated behind the operator's back.
     """
-    head = head_revision()
-    if is_empty(db) or current_revision(db) != head:
+    head, current = head_revision(), current_revision(db)
+    if current != head:  # also a new, empty store: it has no revision
         # A creator may be midway (first tables made, head not yet stamped): wait for it to
         # finish before judging, so eight processes started on a new file all see it whole.
         with creation_lock(db):
             if is_empty(db):
                 upgrade(db)
-    current = current_revision(db)
+            current = current_revision(db)
     if current == head:
         return
     known = {

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from training import revision
-from training.bento import build, resolve_model
+from training.bento import build
 from training.config import ServerSettings, Settings, tool
 from training.db import get_database
 from training.edge import EdgeSettings, ca_certificate, caddy_env, require_free, start_caddy
@@ -33,6 +33,7 @@ from training.errors import NotFound, UserError
 from training.features import FeatureSchema
 from training.keys import KeyStore
 from training.pipeline import execute, plan
+from training.processes import spawn_logged
 from training.progress import Reporter
 from training.registry import Registry
 from training.request import TrainRequest
@@ -165,14 +166,6 @@ def wait_until_served(started: Started) -> None:
     raise UserError(f"not served through HTTPS after {READY_TIMEOUT_S} s (last: {last})")
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-
-
 def start(
     settings: ServerSettings,
     service: ServiceSettings,
@@ -192,15 +185,15 @@ def start(
     revision.upgrade(db)
     say(f"run store at revision {revision.current_revision(db)}")
     registry = Registry(db)
-    ensure_production_model(settings, registry, report, say)
-    tag = resolve_model(registry, "production", None)
+    tag = ensure_production_model(settings, registry, report, say)
     built = build(tag, report, alias="production")
     say(f"bento {built.bento_tag} (archive {built.archive})")
 
     import bentoml
 
-    metadata: dict[str, Any] = bentoml.models.get(tag).info.metadata
-    schema = FeatureSchema.from_json(metadata["features"])
+    from training.serving.model import ModelCard
+
+    schema = ModelCard.from_stored(bentoml.models.get(tag)).features
     keys = KeyStore(settings.keys_path)
     predict_key = _rotate_key(keys, "make-up:predict", "predict")
     admin_key = _rotate_key(keys, "make-up:admin", "admin")
@@ -215,7 +208,7 @@ def start(
     }
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        processes["service"] = _spawn(
+        processes["service"] = spawn_logged(
             [
                 tool("bentoml"),
                 "serve",
@@ -228,7 +221,7 @@ def start(
             {**env, "SERVICE_HOST": "127.0.0.1", "SERVICE_PORT": str(service.service_port)},
             logs["service"],
         )
-        processes["training"] = _spawn(
+        processes["training"] = spawn_logged(
             [tool("training"), "serve", "--port", str(settings.training_port)],
             env,
             logs["training"],

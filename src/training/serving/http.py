@@ -168,18 +168,7 @@ class ServiceHTTP:
                 f"request body is larger than {self.max_body_bytes} bytes",
                 request_id=request_id.decode(),
             )
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 413,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"x-request-id", request_id),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await _send_json(send, status, body, request_id)
         finally:
             path = scope["path"]
             if path in API_PATHS:

@@ -71,7 +71,6 @@ class Predictor:
 
     def __init__(self, pipeline: Any, card: ModelCard) -> None:
         self.pipeline = pipeline
-        self.card = card
         self.schema = card.features
         self.estimator = pipeline.steps[-1][1]
         self.preprocess = compile_preprocessing(pipeline, card.features)
