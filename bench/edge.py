@@ -27,14 +27,14 @@ from common import (
     wait_ready,
     wrk,
 )
-from training.edge import EdgeSettings, ca_certificate, caddy_env, start_caddy
-from training.keys import KeyStore
-from training.serving.settings import ServiceSettings
+from training.ops.edge import ca_certificate, caddy_env, start_caddy
+from training.ops.keys import KeyRing
+from training.settings import EdgeSettings, ServiceSettings
 
 
 def main() -> None:
     args, work, env, tag = bench_setup("edge", __doc__ or "")
-    _, key = KeyStore(work / "api_keys.json").create("bench", "predict")
+    _, key = KeyRing(work / "api_keys.json").create("bench", "predict")
     body = work / "one-row.json"
     body.write_text(json.dumps({"instances": [IRIS_ROW]}))
     headers = {"Authorization": f"Bearer {key}"}
@@ -49,12 +49,12 @@ def main() -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    edge = EdgeSettings(https_port=free_port(), http_port=free_port())
-    caddy_data = work / "caddy"
+    edge = EdgeSettings(
+        https_port=free_port(), http_port=free_port(), caddy_data_dir=work / "caddy"
+    )
     service_settings = ServiceSettings()  # the shipped defaults, as the service reads them
     env_edge = caddy_env(
         edge,
-        caddy_data,
         service_port=service_port,
         max_body_bytes=1_048_576,
         service_workers=service_settings.service_workers,
@@ -68,7 +68,7 @@ def main() -> None:
     cpu_ms: list[tuple[float, float]] = []
     try:
         wait_ready(direct, body.read_bytes(), service, headers=headers)
-        ca = ca_certificate(caddy_data)
+        ca = ca_certificate(edge.caddy_data)
         wait_ready(
             through,
             body.read_bytes(),

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from training import revision
-from training.db import Database
-from training.models import Experiment, LatestMetric, Metric, Param, Run
-from training.query import RunSearch
-from training.store import RunStore
+from training.store import revision
+from training.store.db import Database
+from training.store.runs import RunStore
+from training.store.search import RunSearch
+from training.store.tables import Experiment, LatestMetric, Metric, Param, Run
 
 METRICS = ("accuracy", "f1_macro", "roc_auc", "log_loss", "balanced_accuracy")
 PARAMS = ("C", "max_iter", "penalty", "solver", "seed")

@@ -24,8 +24,8 @@ import httpx
 
 from common import BIN, free_port, stop, wait_until_ready
 from runstore import fill
-from training import revision
-from training.db import Database
+from training.store import revision
+from training.store.db import Database
 
 SLOW = {"dataset": "digits", "model": "random_forest", "params": {"n_estimators": 3000}, "cv": 5}
 QUICK = {"dataset": "iris", "model": "logistic_regression", "cv": 0}

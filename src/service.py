@@ -15,17 +15,18 @@ import json
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-import anyio.to_thread
 import bentoml
+from anyio.to_thread import run_sync
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from training.keys import KeyStore
+from training.serving.card import ModelCard
 from training.serving.http import ServiceHTTP, error_body, quiet_validation_tracebacks
+from training.serving.keys import KeyStore
 from training.serving.metrics import ServiceMetrics
-from training.serving.model import ModelCard, PredictionError, Predictor
-from training.serving.settings import get_service_settings
+from training.serving.predictor import PredictionError, Predictor
+from training.serving.settings import ServiceSettings, load
 
 
 class BentoArgs(BaseModel):
@@ -33,7 +34,7 @@ class BentoArgs(BaseModel):
 
 
 ARGS = bentoml.use_arguments(BentoArgs)
-SETTINGS = get_service_settings()
+SETTINGS = load(ServiceSettings)
 MODEL = bentoml.models.BentoModel(ARGS.model_tag)
 _stored = MODEL.stored
 if _stored is None:
@@ -48,10 +49,10 @@ Instances = Annotated[
         description=f"Rows keyed by feature name, at most {SETTINGS.predict_max_rows}.",
     ),
 ]
-HEADERS = {"X-Model-Tag": CARD.tag, "X-Run-Id": CARD.run_id}
+HEADERS = {"X-Model-Tag": CARD.model_tag, "X-Run-Id": CARD.run_id}
 INLINE_ROWS = 64
 T = TypeVar("T")
-METRICS = ServiceMetrics(CARD.tag)
+METRICS = ServiceMetrics(CARD.model_tag)
 quiet_validation_tracebacks()
 
 
@@ -68,26 +69,12 @@ class ProbaResponse(BaseModel):
     run_id: str
 
 
-class ModelResponse(BaseModel):
-    model_tag: str
-    run_id: str
-    task: str
-    algorithm: str
-    experiment: str
-    target: str
-    features: list[dict[str, Any]]
-    classes: list[str | int]
-    metrics: dict[str, float]
-    created_at: str
-    dataset_sha256: str
-
-
 # GET routes: BentoML APIs are POST only; a mounted FastAPI app is how BentoML serves (and
 # documents, in the same OpenAPI) anything else.
 model_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
-@model_app.get("/model", response_model=ModelResponse, tags=["Service APIs"])
+@model_app.get("/model", response_model=ModelCard, tags=["Service APIs"])
 def model_card() -> Response:
     """The served model: tag, run, task, ordered feature schema, classes, metrics."""
     return Response(CARD_JSON, media_type="application/json", headers=HEADERS)
@@ -97,11 +84,13 @@ def _json(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
-CARD_JSON = _json(CARD.to_json())  # the card is frozen: encode it once, not per request
+CARD_JSON = CARD.model_dump_json(
+    exclude_none=True
+).encode()  # the card is frozen: encode it once, not per request
 
 
 def _answer(data: dict[str, Any]) -> Response:
-    data["model_tag"], data["run_id"] = CARD.tag, CARD.run_id
+    data["model_tag"], data["run_id"] = CARD.model_tag, CARD.run_id
     return Response(_json(data), media_type="application/json", headers=HEADERS)
 
 
@@ -110,7 +99,7 @@ async def _compute(predict: Callable[[list[Any]], T], rows: list[Any]) -> T:
     thread, so the worker keeps answering health checks and the request timeout can fire."""
     if len(rows) <= INLINE_ROWS:
         return predict(rows)
-    return await anyio.to_thread.run_sync(predict, rows)
+    return await run_sync(predict, rows)
 
 
 def _refuse(status: int, message: str) -> Response:
@@ -162,7 +151,7 @@ class Prediction:
         """Class probabilities of each row, keyed by class (classifiers only)."""
         if not self.predictor.is_classifier:
             return _refuse(
-                400, f"model {CARD.tag} is a {CARD.task} model; it has no class probabilities"
+                400, f"model {CARD.model_tag} is a {CARD.task} model; it has no class probabilities"
             )
         try:
             probabilities = await _compute(self.predictor.predict_proba, instances)
@@ -176,7 +165,7 @@ class Prediction:
 Prediction.add_asgi_middleware(  # type: ignore[attr-defined]
     ServiceHTTP,
     max_body_bytes=SETTINGS.max_body_bytes,
-    model_tag=CARD.tag,
+    model_tag=CARD.model_tag,
     access_log_enabled=SETTINGS.access_log,
     observe=METRICS.observe,
     keys=KeyStore(SETTINGS.keys_path) if SETTINGS.require_api_key else None,

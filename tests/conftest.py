@@ -20,10 +20,10 @@ os.environ.pop("DATABASE_URL", None)
 
 import pytest  # noqa: E402
 
-from training.config import get_settings  # noqa: E402
-from training.db import Database  # noqa: E402
-from training.registry import Registry  # noqa: E402
-from training.store import RunStore  # noqa: E402
+from training.settings import Settings, reload  # noqa: E402
+from training.store.db import Database  # noqa: E402
+from training.store.registry import Registry  # noqa: E402
+from training.store.runs import RunStore  # noqa: E402
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -78,9 +78,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     data = tmp_path / "data"
     monkeypatch.setenv("DATA_DIR", str(data))
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    get_settings.cache_clear()
+    reload()
     yield data
-    get_settings.cache_clear()
+    reload()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -93,7 +93,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def db(db_url: str) -> Iterator[Database]:
-    from training import revision
+    from training.store import revision
 
     database = Database(db_url)
     revision.upgrade(database)
@@ -121,7 +121,7 @@ def session_home() -> Path:
 
 @pytest.fixture(scope="session")
 def model_store(session_home: Path) -> RunStore:
-    from training import revision
+    from training.store import revision
 
     database = Database(f"sqlite:///{session_home / 'models.db'}")
     revision.upgrade(database)
@@ -129,9 +129,8 @@ def model_store(session_home: Path) -> RunStore:
 
 
 def _train(store: RunStore, **request: object) -> str:
-    from training.config import Settings
-    from training.pipeline import train
-    from training.request import TrainRequest
+    from training.learning.pipeline import train
+    from training.learning.request import TrainRequest
 
     result = train(TrainRequest(cv=0, **request), Settings(), store, lambda stage, fraction: None)  # type: ignore[arg-type]
     assert result.model_tag is not None

@@ -148,7 +148,7 @@ def serve_model(
 @contextmanager
 def caddy(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Caddy with the repository's Caddyfile, ready once its local CA exists and HTTPS answers."""
-    from training.edge import ca_certificate, start_caddy
+    from training.ops.edge import ca_certificate, start_caddy
 
     proc = start_caddy(env, log)
     ca = ca_certificate(Path(env["CADDY_DATA_DIR"]))

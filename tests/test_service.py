@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from servers import Server, serve_model
-from training.features import FeatureSchema
+from training.serving.features import FeatureSchema
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def regression(
 
 def in_process(tag: str, method: str, rows: list[dict[str, Any]]) -> list[Any]:
     model = bentoml.models.get(tag)
-    schema = FeatureSchema.from_json(model.info.metadata["features"])
+    schema = FeatureSchema.model_validate(model.info.metadata["features"])
     result: list[Any] = getattr(bentoml.sklearn.load_model(model), method)(
         schema.to_matrix(rows)
     ).tolist()

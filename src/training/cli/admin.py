@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from training.cli.app import json_flag
-from training.cli.output import pairs, print_json, stdout
-from training.config import get_settings
-from training.db import get_database
+from training.cli.output import json_flag, pairs, print_json, stdout
+from training.settings import Settings, load
+from training.store.db import get_database
 
 
 def register(commands: Any) -> None:
@@ -35,7 +34,7 @@ def register(commands: Any) -> None:
 
 
 def show_config(args: argparse.Namespace) -> int:
-    view = get_settings().public_view()
+    view = load(Settings).public_view()
     if args.json:
         print_json(view)
     else:
@@ -44,12 +43,12 @@ def show_config(args: argparse.Namespace) -> int:
 
 
 def _status() -> dict[str, Any]:
-    from training import revision
+    from training.store import revision
 
-    db = get_database(get_settings())
+    db = get_database(load(Settings))
     current, head = revision.current_revision(db), revision.head_revision()
     return {
-        "database": get_settings().public_view()["DATABASE_URL"],
+        "database": load(Settings).public_view()["DATABASE_URL"],
         "current": current,
         "head": head,
         "up_to_date": current == head,
@@ -57,9 +56,9 @@ def _status() -> dict[str, Any]:
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
-    from training import revision
+    from training.store import revision
 
-    db = get_database(get_settings())
+    db = get_database(load(Settings))
     before = revision.current_revision(db)
     revision.upgrade(db, args.revision)
     after = revision.current_revision(db)
@@ -72,9 +71,9 @@ def db_upgrade(args: argparse.Namespace) -> int:
 
 
 def db_downgrade(args: argparse.Namespace) -> int:
-    from training import revision
+    from training.store import revision
 
-    db = get_database(get_settings())
+    db = get_database(load(Settings))
     revision.downgrade(db, args.revision)
     stdout.print(f"run store now at {revision.current_revision(db) or 'base (empty)'}")
     return 0
@@ -91,11 +90,11 @@ def db_current(args: argparse.Namespace) -> int:
 
 
 def db_check(args: argparse.Namespace) -> int:
-    from training import revision
+    from training.store import revision
 
     status = _status()
     drift = (
-        [str(d) for d in revision.schema_drift(get_database(get_settings()))]
+        [str(d) for d in revision.schema_drift(get_database(load(Settings)))]
         if status["up_to_date"]
         else []
     )

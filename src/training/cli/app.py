@@ -56,10 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -67,24 +63,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except UserError as exc:
-        if args.debug:
-            raise
-        sys.stderr.write(f"error: {exc.message}\n")
-        return EXIT_USAGE
-    except TrainingFailed as exc:
-        if args.debug:
-            raise
-        sys.stderr.write(f"error: run {exc.run_id} {exc.status}: {exc.error}\n")
-        return EXIT_FAILED
     except (KeyboardInterrupt, Interrupted):
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:
         if args.debug:
             raise
-        sys.stderr.write(f"error: {_one_line(exc)} (rerun with --debug for details)\n")
-        return EXIT_FAILED
+        line, code = _failure(exc)
+        sys.stderr.write(f"error: {line}\n")
+        return code
+
+
+def _failure(exc: Exception) -> tuple[str, int]:
+    """The one line a failure is told in, and the exit code it ends with."""
+    if isinstance(exc, UserError):  # the request was wrong; nothing was done
+        return exc.message, EXIT_USAGE
+    if isinstance(exc, TrainingFailed):  # the run is recorded with this status and error
+        return f"run {exc.run_id} {exc.status}: {exc.error}", EXIT_FAILED
+    return f"{_one_line(exc)} (rerun with --debug for details)", EXIT_FAILED
 
 
 def _one_line(exc: BaseException) -> str:

@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from training.cli.app import json_flag
-from training.cli.output import print_json, stdout
+from training.cli.output import json_flag, print_json, stdout
 from training.cli.progress import progress_display
-from training.config import get_settings
+from training.settings import Settings, load
 
 
 def register(commands: Any) -> None:
@@ -25,17 +24,17 @@ def register(commands: Any) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from training.bento import build, resolve_model
-    from training.registry import Registry
-    from training.revision import checked_database
+    from training.ops.bento import build, resolve_model
+    from training.store.registry import Registry
+    from training.store.revision import checked_database
 
-    registry = Registry(checked_database(get_settings()))
+    registry = Registry(checked_database(load(Settings)))
     tag = resolve_model(registry, args.alias, args.model_tag)
     alias = None if args.model_tag else args.alias
     with progress_display(f"bento of {tag}") as report:
         built = build(tag, report, alias=alias, out_dir=args.out)
     if args.json:
-        print_json(built.to_json())
+        print_json(built)
     else:
         stdout.print(f"bento {built.bento_tag} serves model {built.model_tag}")
         stdout.print(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from training.cli.app import json_flag
-from training.cli.output import print_json, stderr, stdout, table
-from training.config import get_settings
-from training.keys import SCOPES, KeyStore
+from training.cli.output import json_flag, print_json, stderr, stdout, table
+from training.ops.keys import KeyRing
+from training.serving.keys import PRIVATE, SCOPES, KeyRecord
+from training.settings import Settings, load
 
 
 def register(commands: Any) -> None:
@@ -30,14 +30,19 @@ def register(commands: Any) -> None:
     revoke.set_defaults(handler=keys_revoke)
 
 
-def _store() -> KeyStore:
-    return KeyStore(get_settings().keys_path)
+def _ring() -> KeyRing:
+    return KeyRing(load(Settings).keys_path)
+
+
+def _shown(record: KeyRecord) -> dict[str, Any]:
+    """What may be shown of a key: never its salt or digest."""
+    return record.model_dump(exclude=set(PRIVATE))
 
 
 def keys_create(args: argparse.Namespace) -> int:
-    record, key = _store().create(args.name, args.scope)
+    record, key = _ring().create(args.name, args.scope)
     if args.json:
-        print_json({**record.public(), "key": key})
+        print_json({**_shown(record), "key": key})
         return 0
     stdout.print(key, highlight=False)
     stderr.print(
@@ -49,9 +54,9 @@ def keys_create(args: argparse.Namespace) -> int:
 
 
 def keys_list(args: argparse.Namespace) -> int:
-    records = _store().records()
+    records = _ring().records()
     if args.json:
-        print_json({"keys": [r.public() for r in records]})
+        print_json({"keys": [_shown(r) for r in records]})
         return 0
     table(
         None,
@@ -62,9 +67,9 @@ def keys_list(args: argparse.Namespace) -> int:
 
 
 def keys_revoke(args: argparse.Namespace) -> int:
-    revoked = _store().revoke(args.key)
+    revoked = _ring().revoke(args.key)
     if args.json:
-        print_json({"revoked": [r.public() for r in revoked]})
+        print_json({"revoked": [_shown(r) for r in revoked]})
     else:
         for record in revoked:
             stdout.print(f"revoked key {record.id} ({record.name})")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -17,8 +19,19 @@ stdout = Console(soft_wrap=True, markup=False, width=None if sys.stdout.isatty()
 stderr = Console(stderr=True, soft_wrap=True, markup=False)
 
 
+def json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _encode(value: Any) -> Any:
+    """Records (pydantic models, anywhere in the document) by their own serializer."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return str(value)
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(data, indent=2, default=_encode) + "\n")
 
 
 def fmt(value: Any) -> str:

@@ -5,26 +5,25 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from training.cli.app import json_flag
-from training.cli.output import fmt, pairs, print_json, stdout, table
-from training.config import get_settings
-from training.entities import RunInfo
-from training.registry import Registry
-from training.store import RunStore
+from training.cli.output import fmt, json_flag, pairs, print_json, stdout, table
+from training.settings import Settings, load
+from training.store.records import AliasInfo, RunInfo, RunStatus
+from training.store.registry import Registry
+from training.store.runs import RunStore
 
 LIST_METRICS = 3  # metric columns shown by `runs list` besides the ordering one
 
 
 def _store() -> RunStore:
-    from training.revision import checked_database
+    from training.store.revision import checked_database
 
-    return RunStore(checked_database(get_settings()))
+    return RunStore(checked_database(load(Settings)))
 
 
 def _registry() -> Registry:
-    from training.revision import checked_database
+    from training.store.revision import checked_database
 
-    return Registry(checked_database(get_settings()))
+    return Registry(checked_database(load(Settings)))
 
 
 def register(commands: Any) -> None:
@@ -32,7 +31,7 @@ def register(commands: Any) -> None:
     actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="runs, newest first, filtered and ordered")
     listing.add_argument("--experiment", help="only this experiment")
-    listing.add_argument("--status", choices=("QUEUED", "RUNNING", "FINISHED", "FAILED", "KILLED"))
+    listing.add_argument("--status", choices=[s.value for s in RunStatus])
     listing.add_argument(
         "--filter",
         dest="filter_text",
@@ -89,16 +88,14 @@ def register(commands: Any) -> None:
 
 
 def runs_list(args: argparse.Namespace) -> int:
-    from training.query import RunSearch
+    from training.store.search import RunSearch
 
     search = RunSearch.parse(
         args.filter_text, args.order_by, experiment=args.experiment, status=args.status
     )
     page = _store().search(search, limit=args.limit, page_token=args.page_token)
     if args.json:
-        print_json(
-            {"runs": [r.to_json() for r in page.runs], "next_page_token": page.next_page_token}
-        )
+        print_json(page)
         return 0
     shown: list[str] = []
     if search.order.kind == "metric":
@@ -162,20 +159,7 @@ def runs_show(args: argparse.Namespace) -> int:
     run = store.get_run(args.run_id)
     history = store.metric_history(run.id)
     if args.json:
-        print_json(
-            {
-                **run.to_json(),
-                "metric_history": [
-                    {
-                        "key": p.key,
-                        "value": p.value,
-                        "step": p.step,
-                        "timestamp": p.timestamp.isoformat(),
-                    }
-                    for p in history
-                ],
-            }
-        )
+        print_json({**run.model_dump(mode="json"), "metric_history": history})
         return 0
     pairs(f"Run {run.id}", _run_summary(run))
     pairs("Parameters", dict(run.params))
@@ -197,7 +181,7 @@ def runs_show(args: argparse.Namespace) -> int:
 def runs_compare(args: argparse.Namespace) -> int:
     runs = _store().get_runs(args.run_ids)
     if args.json:
-        print_json({"runs": [r.to_json() for r in runs]})
+        print_json({"runs": runs})
         return 0
     rows: list[list[Any]] = [
         ["status", *(r.status for r in runs)],
@@ -219,7 +203,7 @@ def runs_compare(args: argparse.Namespace) -> int:
 def models_list(args: argparse.Namespace) -> int:
     versions = _registry().list_models(args.name)
     if args.json:
-        print_json({"models": [v.to_json() for v in versions]})
+        print_json({"models": versions})
         return 0
     table(
         None,
@@ -229,9 +213,9 @@ def models_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_alias(alias: Any, as_json: bool) -> None:
+def _print_alias(alias: AliasInfo, as_json: bool) -> None:
     if as_json:
-        print_json(alias.to_json())
+        print_json(alias)
         return
     stdout.print(f"{alias.name} -> {alias.model_tag}")
 
@@ -249,7 +233,7 @@ def rollback_alias(args: argparse.Namespace) -> int:
 def aliases_list(args: argparse.Namespace) -> int:
     aliases = _registry().list_aliases()
     if args.json:
-        print_json({"aliases": [a.to_json() for a in aliases]})
+        print_json({"aliases": aliases})
         return 0
     table(
         None,
@@ -262,7 +246,7 @@ def aliases_list(args: argparse.Namespace) -> int:
 def aliases_show(args: argparse.Namespace) -> int:
     alias = _registry().get_alias(args.name)
     if args.json:
-        print_json(alias.to_json())
+        print_json(alias)
         return 0
     stdout.print(f"{alias.name} -> {alias.model_tag}")
     table(

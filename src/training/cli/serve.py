@@ -18,10 +18,10 @@ def register(commands: Any) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from training.api import create_app
-    from training.config import get_server_settings
+    from training.api.app import create_app
+    from training.settings import ServerSettings, load
 
-    settings = get_server_settings()
+    settings = load(ServerSettings)
     port = args.port or settings.training_port
     app = create_app(settings)
     stderr.print(

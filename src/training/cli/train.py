@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from training.cli.app import json_flag
-from training.cli.output import pairs, print_json, stdout
+from training.cli.output import json_flag, pairs, print_json, stdout
 from training.cli.progress import progress_display
-from training.config import get_settings
 from training.errors import UserError
+from training.settings import Settings, load
 
 if TYPE_CHECKING:
-    from training.pipeline import TrainResult
+    from training.learning.pipeline import TrainResult
+    from training.learning.request import TrainRequest
 
 
 def register(commands: Any) -> None:
-    from training.data import SHIPPED
+    from training.learning.data import SHIPPED
 
     train = commands.add_parser("train", help="train a model, record the run, save the model")
     train.add_argument(
@@ -72,31 +71,12 @@ def _tags(pairs_: list[str]) -> dict[str, str]:
     return tags
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from training.estimators import parse_param_pairs
-    from training.jobs import WORKER_ENV, limit_this_worker
-    from training.pipeline import execute, plan, run_queued
-    from training.request import TrainRequest
-    from training.revision import checked_database
-    from training.store import RunStore
+def _request(args: argparse.Namespace) -> TrainRequest:
+    from training.learning.estimators import parse_param_pairs
+    from training.learning.request import TrainRequest
 
-    settings = get_settings()
-    if args.run_id:
-        limits = os.environ.get(WORKER_ENV)
-        if limits:  # started by the training service's executor
-            memory_mb, parent = (int(part) for part in limits.split(":"))
-            limit_this_worker(memory_mb, parent)
-        if args.dataset or args.model:
-            raise UserError("--run-id runs a recorded request: give no --dataset or --model")
-        store = RunStore(checked_database(settings))
-        with progress_display(f"run {args.run_id[:12]}") as report:
-            result = run_queued(args.run_id, settings, store, report)
-        _print_result(result, args.json)
-        return 0
-    if not args.dataset or not args.model:
-        raise UserError("train needs --dataset and --model (or --run-id)")
     try:
-        request = TrainRequest(
+        return TrainRequest(
             dataset=args.dataset,
             target=args.target,
             model=args.model,
@@ -110,6 +90,26 @@ def run_train(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise UserError(validation_message(exc)) from exc
+
+
+def run_train(args: argparse.Namespace) -> int:
+    settings = load(Settings)
+    if args.run_id:  # the job process of the training service's executor
+        from training.jobs import worker
+
+        if args.dataset or args.model:
+            raise UserError("--run-id runs a recorded request: give no --dataset or --model")
+        with progress_display(f"run {args.run_id[:12]}") as report:
+            result = worker.run(args.run_id, settings, report)
+        _print_result(result, args.json)
+        return 0
+    if not args.dataset or not args.model:
+        raise UserError("train needs --dataset and --model (or --run-id)")
+    from training.learning.pipeline import execute, plan
+    from training.store.revision import checked_database
+    from training.store.runs import RunStore
+
+    request = _request(args)
     store = RunStore(checked_database(settings))
     checked = plan(request, settings)
     with progress_display(f"{checked.dataset.name} / {request.model}") as report:
@@ -120,7 +120,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _print_result(result: TrainResult, as_json: bool) -> None:
     if as_json:
-        print_json(result.to_json())
+        print_json(result)
         return
     stdout.print(
         f"run {result.run_id} {result.status} in {result.duration_s:.1f}s; model {result.model_tag}"

@@ -17,17 +17,15 @@ def register(commands: Any) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from training.config import get_server_settings
-    from training.edge import get_edge_settings
-    from training.serving.settings import get_service_settings
-    from training.up import run_until_stopped, start
+    from training.ops.up import run_until_stopped, start
+    from training.settings import EdgeSettings, ServerSettings, ServiceSettings, load
 
     def say(text: str) -> None:
         stderr.print(text, highlight=False)
 
     with progress_display("up") as report:
         started = start(
-            get_server_settings(), get_service_settings(), get_edge_settings(), report, say
+            load(ServerSettings), load(ServiceSettings), load(EdgeSettings), report, say
         )
     stdout.print(
         "\nReady. The prediction API is served over HTTPS (Ctrl-C stops it).\n"

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from training.features import FeatureSchema
+from training.serving.features import FeatureSchema
 
 Transform = Callable[[npt.NDArray[Any]], npt.NDArray[np.float64]]
 PROBE_ROWS = 2048

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from training.keys import KeyStore, presented_key
+from training.serving.keys import KeyStore, presented_key
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -71,21 +71,61 @@ def reshape_validation(body: bytes) -> bytes | None:
     return error_body(f"invalid request: {count} problem{'s' if count != 1 else ''}", problems)
 
 
-async def _send_json(
-    send: Send,
-    status: int,
-    body: bytes,
-    request_id: bytes,
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def _request_headers(scope: Scope) -> tuple[bytes, int | None]:
+    """The request id to use (the proxy's, if well-formed, else a new one) and the declared
+    body length (None when the body is chunked or absent)."""
+    request_id = b""
+    declared: int | None = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and _REQUEST_ID.match(value):
+            request_id = value
+        elif name == b"content-length":
+            declared = int(value) if value.isdigit() else None
+    return request_id or uuid.uuid4().hex.encode(), declared
+
+
+class _Exchange:
+    """One request's answer as it passes: the request id goes on, its status is noted, and a
+    validation 400 of an API route is held until its body is reshaped."""
+
+    def __init__(self, scope: Scope, send: Send, request_id: bytes) -> None:
+        self.reshape_400 = scope["path"] in API_PATHS
+        self.downstream = send
+        self.request_id = request_id
+        self.status = 500
+        self._held: Message | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+            message["headers"] = [*headers, (b"x-request-id", self.request_id)]
+            if self.status == 400 and self.reshape_400:
+                self._held = message  # sent with the reshaped body
+                return
+        elif self._held is not None and message["type"] == "http.response.body":
+            body = reshape_validation(message.get("body", b"")) or message.get("body", b"")
+            start, self._held = self._held, None
+            start["headers"] = [(k, v) for k, v in start["headers"] if k != b"content-length"]
+            start["headers"].append((b"content-length", str(len(body)).encode()))
+            await self.downstream(start)
+            message = {"type": "http.response.body", "body": body}
+        await self.downstream(message)
+
+    async def refuse(
+        self, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """Answer in the service's error shape before the app sees the request."""
+        self.status = status
+        body = error_body(message, request_id=self.request_id.decode())
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", self.request_id),
+            *(extra or []),
+        ]
+        await self.downstream({"type": "http.response.start", "status": status, "headers": headers})
+        await self.downstream({"type": "http.response.body", "body": body})
 
 
 class ServiceHTTP:
@@ -111,80 +151,47 @@ class ServiceHTTP:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = b""
-        declared: int | None = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id" and _REQUEST_ID.match(value):
-                request_id = value
-            elif name == b"content-length":
-                declared = int(value) if value.isdigit() else None
-        if not request_id:
-            request_id = uuid.uuid4().hex.encode()
-        status = 500
-        reshape = False
-        held_start: Message | None = None
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, reshape, held_start
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
-                headers.append((b"x-request-id", request_id))
-                message["headers"] = headers
-                if status == 400 and scope["path"] in API_PATHS:
-                    reshape, held_start = True, message  # sent with the reshaped body
-                    return
-            elif reshape and message["type"] == "http.response.body":
-                assert held_start is not None
-                body = reshape_validation(message.get("body", b"")) or message.get("body", b"")
-                held_start["headers"] = [
-                    (k, v) for k, v in held_start["headers"] if k != b"content-length"
-                ] + [(b"content-length", str(len(body)).encode())]
-                await send(held_start)
-                message = {"type": "http.response.body", "body": body}
-            await send(message)
-
+        request_id, declared = _request_headers(scope)
+        exchange = _Exchange(scope, send, request_id)
         try:
-            if self.keys is not None and scope["path"] in API_PATHS:
-                refusal = self._check_key(scope)
-                if refusal is not None:
-                    status = 401
-                    await _send_json(
-                        send,
-                        401,
-                        error_body(refusal, request_id=request_id.decode()),
-                        request_id,
-                        [(b"www-authenticate", b"Bearer")],
-                    )
-                    return
+            await self._answer(scope, receive, exchange, declared)
+        finally:
+            if scope["path"] in API_PATHS:
+                self._record(scope, exchange, time.perf_counter() - started)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, exchange: _Exchange, declared: int | None
+    ) -> None:
+        if self.keys is not None and scope["path"] in API_PATHS:
+            refusal = self._check_key(scope)
+            if refusal is not None:
+                await exchange.refuse(401, refusal, [(b"www-authenticate", b"Bearer")])
+                return
+        try:
             if declared is not None and declared > self.max_body_bytes:
                 raise BodyTooLarge
             if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
                 receive = await self._buffered(receive)
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, exchange.send)
         except BodyTooLarge:
-            status = 413
-            body = error_body(
-                f"request body is larger than {self.max_body_bytes} bytes",
-                request_id=request_id.decode(),
+            await exchange.refuse(413, f"request body is larger than {self.max_body_bytes} bytes")
+
+    def _record(self, scope: Scope, exchange: _Exchange, elapsed: float) -> None:
+        """Metrics and the access-log line of an API request."""
+        path = scope["path"]
+        self.observe(path, exchange.status, elapsed)
+        if self.access_log_enabled:
+            client = scope.get("client")
+            access_log.info(
+                "%s %s %s %d %.2fms request_id=%s model=%s",
+                client[0] if client else "-",
+                scope["method"],
+                path,
+                exchange.status,
+                elapsed * 1000,
+                exchange.request_id.decode(),
+                self.model_tag,
             )
-            await _send_json(send, status, body, request_id)
-        finally:
-            path = scope["path"]
-            if path in API_PATHS:
-                elapsed = time.perf_counter() - started
-                self.observe(path, status, elapsed)
-                if self.access_log_enabled:
-                    access_log.info(
-                        "%s %s %s %d %.2fms request_id=%s model=%s",
-                        scope.get("client", ("-",))[0] if scope.get("client") else "-",
-                        scope["method"],
-                        path,
-                        status,
-                        elapsed * 1000,
-                        request_id.decode(),
-                        self.model_tag,
-                    )
 
     def _check_key(self, scope: Scope) -> str | None:
         """Why this request may not pass, or None. The key itself is never logged."""

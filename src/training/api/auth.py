@@ -1,0 +1,43 @@
+"""API keys for the training API: every route but the health checks needs an admin key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from training.api.errors import error_response
+from training.serving.keys import KeyStore, presented_key
+
+PUBLIC = frozenset({"/livez", "/readyz"})
+
+
+def route_path(scope: Any) -> str:
+    """The route's own path: uvicorn puts the prefix (root_path) in front of it, as ASGI says."""
+    path, root = str(scope["path"]), str(scope.get("root_path", ""))
+    return path[len(root) :] if root and path.startswith(root + "/") else path
+
+
+class AdminKeys:
+    """ASGI middleware: a missing or wrong key is a 401, a predict key a 403."""
+
+    def __init__(self, app: Any, keys: KeyStore | None) -> None:
+        self.app, self.keys = app, keys
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.keys is None or route_path(scope) in PUBLIC:
+            await self.app(scope, receive, send)
+            return
+        key = presented_key(scope["headers"])
+        if not key:
+            response = error_response(401, "missing API key: send Authorization: Bearer <key>")
+        elif self.keys.verify(key, "admin") is not None:
+            await self.app(scope, receive, send)
+            return
+        elif self.keys.verify(key, "predict") is not None:
+            response = error_response(
+                403, "this key may only predict; the training API needs an admin key"
+            )
+        else:
+            response = error_response(401, "invalid or revoked API key")
+        if response.status_code == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        await response(scope, receive, send)

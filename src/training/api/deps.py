@@ -1,0 +1,63 @@
+"""What the routers share, handed to each route as a FastAPI dependency.
+
+``create_app`` puts one ``Context`` on the app's state; the dependencies below read it. They
+are ``async`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a hop
+that would cost every request for a mere attribute read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
+
+from training.jobs.executor import Executor
+from training.settings import ServerSettings
+from training.store.registry import Registry
+from training.store.runs import RunStore
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: ServerSettings
+    store: RunStore
+    registry: Registry
+    executor: Executor
+    prometheus: CollectorRegistry
+    # Recording a submission and queueing it under one lock: the queue's order is the store's.
+    submitting: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def context_of(request: Request) -> Context:
+    context: Context = request.app.state.context
+    return context
+
+
+async def _settings(request: Request) -> ServerSettings:
+    return context_of(request).settings
+
+
+async def _store(request: Request) -> RunStore:
+    return context_of(request).store
+
+
+async def _registry(request: Request) -> Registry:
+    return context_of(request).registry
+
+
+async def _executor(request: Request) -> Executor:
+    return context_of(request).executor
+
+
+async def _context(request: Request) -> Context:
+    return context_of(request)
+
+
+SettingsDep = Annotated[ServerSettings, Depends(_settings)]
+StoreDep = Annotated[RunStore, Depends(_store)]
+RegistryDep = Annotated[Registry, Depends(_registry)]
+ExecutorDep = Annotated[Executor, Depends(_executor)]
+ContextDep = Annotated[Context, Depends(_context)]

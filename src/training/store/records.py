@@ -1,0 +1,112 @@
+"""Plain records the run store hands out; nothing outside the store sees an ORM row.
+
+Pydantic models, frozen: ``model_dump(mode="json")`` is their one serializer (the CLI's
+``--json``, the training API's responses and its OpenAPI schemas all come from here).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_field
+
+#: Times as ``datetime.isoformat`` writes them ("+00:00", as the API has always sent them).
+Timestamp = Annotated[
+    datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json")
+]
+
+
+class RunStatus(StrEnum):
+    """A run's lifecycle, as MLflow's: QUEUED -> RUNNING -> FINISHED | FAILED | KILLED."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+    @property
+    def ended(self) -> bool:
+        return self in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
+
+
+class Record(BaseModel):
+    # protected_namespaces: fields such as model_tag and model_name are the records' own.
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+
+class DatasetInfo(Record):
+    """What a run trained on: where it came from, its fingerprint and its shape."""
+
+    name: str
+    sha256: str | None = None
+    rows: int | None = None
+    columns: list[dict[str, Any]] | None = None
+    target: str | None = None
+    classes: list[Any] | None = None
+
+
+class MetricPoint(Record):
+    key: str
+    value: float
+    step: int
+    timestamp: Timestamp
+
+
+class RunInfo(Record):
+    id: str
+    experiment: str
+    status: RunStatus
+    submitted_at: Timestamp
+    start_time: Timestamp
+    end_time: Timestamp | None
+    error: str | None
+    model_name: str
+    task: str
+    dataset: DatasetInfo
+    environment: dict[str, Any]
+    model_tag: str | None
+    request: dict[str, Any] | None
+    stage: str | None
+    progress: float | None
+    pid: int | None
+    host: str | None
+    params: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration_s(self) -> float | None:
+        if self.end_time is None:
+            return None
+        return (self.end_time - self.start_time).total_seconds()
+
+
+class RunPage(Record):
+    runs: list[RunInfo]
+    next_page_token: str | None = Field(description="Pass as page_token for the next page.")
+
+
+class ModelVersionInfo(Record):
+    tag: str
+    name: str
+    run_id: str
+    created_at: Timestamp
+    aliases: list[str]
+
+
+class AliasMoveInfo(Record):
+    from_tag: str | None
+    to_tag: str
+    action: str
+    moved_at: Timestamp
+
+
+class AliasInfo(Record):
+    name: str
+    model_tag: str
+    updated_at: Timestamp
+    history: list[AliasMoveInfo]

@@ -1,0 +1,349 @@
+"""The training API in process: every 4xx rule, keys, pages, registry routes and the OpenAPI
+document, over the real store and routers with a fake executor behind the ``Executor``
+protocol (jobs never run here; ``test_api.py`` runs real ones)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from training.api.app import create_app
+from training.errors import Busy, Conflict
+from training.jobs.executor import ExecutorStatus, JobListener
+from training.ops.keys import KeyRing
+from training.settings import ServerSettings
+from training.store.records import DatasetInfo, RunStatus
+from training.store.runs import RunStore
+
+CSV = "size,colour,label\n" + "".join(
+    f"{i % 7},{('red', 'blue', 'green')[i % 3]},{'big' if i % 3 == 0 else 'small'}\n"
+    for i in range(60)
+)
+QUICK = {"dataset": "iris", "model": "logistic_regression", "cv": 0}
+
+
+class FakeExecutor:
+    """Takes submissions and cancels queued ones; never runs anything."""
+
+    def __init__(self, store: RunStore, max_queued: int) -> None:
+        self.store, self.max_queued = store, max_queued
+        self.queue: list[str] = []
+        self.on_done: JobListener | None = None
+        self.started = False
+
+    @property
+    def ready(self) -> bool:
+        return self.started
+
+    async def start(self) -> None:
+        self.started = True
+
+    def has_room(self) -> None:
+        if len(self.queue) >= self.max_queued:
+            raise Busy(f"{len(self.queue)} trainings are waiting already (TRAINING_MAX_QUEUED)")
+
+    async def submit(self, run_id: str) -> None:
+        self.queue.append(run_id)
+
+    async def cancel(self, run_id: str) -> RunStatus:
+        if self.store.get_run(run_id).status.ended:
+            raise Conflict(f"run {run_id} has ended already")
+        self.queue.remove(run_id)
+        self.store.finish(run_id, RunStatus.KILLED, error="cancelled before it started")
+        return RunStatus.KILLED
+
+    def status(self) -> ExecutorStatus:
+        return ExecutorStatus(queued=len(self.queue), running=[])
+
+    async def shutdown(self, grace_s: float) -> None:
+        self.started = False
+
+
+class Api:
+    def __init__(self, client: TestClient, store: RunStore, executor: FakeExecutor) -> None:
+        self.client, self.store, self.executor = client, store, executor
+
+    def finished_run(self, tag: str) -> str:
+        """A run as a worker leaves it: FINISHED with a registered model version."""
+        run_id = self.store.create_run(
+            experiment="api",
+            model_name="logistic_regression",
+            task="classification",
+            dataset=DatasetInfo(name="iris"),
+            params={"C": "1.0"},
+        )
+        self.store.log_metrics(run_id, [("accuracy", 0.9, 0)])
+        self.store.finish(run_id, RunStatus.FINISHED, model_tag=f"{tag}:{run_id}", model_name=tag)
+        return run_id
+
+
+def make_api(data: Path, **settings: Any) -> Iterator[Api]:
+    made: list[FakeExecutor] = []
+
+    def fake(store: RunStore, server: ServerSettings) -> FakeExecutor:
+        made.append(FakeExecutor(store, server.training_max_queued))
+        return made[0]
+
+    server = ServerSettings(data_dir=data, training_max_upload_mb=1, **settings)
+    app = create_app(server, make_executor=fake)
+    # As uvicorn serves it behind the edge: /training is the root path of every route.
+    with TestClient(app, base_url="http://testserver/training", root_path="/training") as client:
+        yield Api(client, made[0].store, made[0])
+
+
+@pytest.fixture
+def api(env: Path) -> Iterator[Api]:
+    yield from make_api(env)
+
+
+@pytest.fixture
+def keyed(env: Path) -> Iterator[tuple[Api, dict[str, str], dict[str, str]]]:
+    ring = KeyRing(env / "api_keys.json")
+    _, admin = ring.create("admin", "admin")
+    _, predict = ring.create("predict", "predict")
+    for api in make_api(env, require_api_key=True):
+        yield api, {"Authorization": f"Bearer {admin}"}, {"Authorization": f"Bearer {predict}"}
+
+
+def test_a_submission_is_queued_recorded_and_located(api: Api) -> None:
+    response = api.client.post("/runs", json={**QUICK, "tags": {"via": "api"}})
+    assert response.status_code == 202
+    run_id = response.json()["run_id"]
+    assert response.json() == {"run_id": run_id, "status": "QUEUED"}
+    assert response.headers["location"] == f"http://testserver/training/runs/{run_id}"
+    assert api.executor.queue == [run_id]
+    run = api.client.get(f"/runs/{run_id}").json()
+    assert run["status"] == "QUEUED" and run["stage"] == "queued" and run["tags"] == {"via": "api"}
+    assert run["request"]["dataset"] == "iris" and run["duration_s"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "message"),
+    [
+        ({"dataset": "/etc/passwd", "model": "ridge"}, 400, "dataset", "paths on the server"),
+        ({"dataset": "iris", "model": "svm"}, 400, "model", "unknown classification model 'svm'"),
+        (
+            {"dataset": "iris", "model": "random_forest", "params": {"max_depth": -1}},
+            400,
+            "params",
+            "bad parameter",
+        ),
+        (
+            {"dataset": "iris", "model": "random_forest", "params": {"depth": 3}},
+            400,
+            "params",
+            "unknown parameter",
+        ),
+        (
+            {"dataset": "iris", "target": "species", "model": "random_forest"},
+            400,
+            "target",
+            "column 'species'",
+        ),
+        ({"dataset": "iris", "model": "random_forest", "cv": 1}, 400, "cv", "cv must be 0"),
+        ({"dataset": "iris", "model": "random_forest", "colour": "red"}, 400, "colour", "Extra"),
+        ({"dataset": "iris"}, 400, "model", "Field required"),
+        ({"dataset": "ds_0000000000000000", "model": "ridge"}, 404, "dataset", "no uploaded"),
+    ],
+)
+def test_each_bad_submission_is_a_4xx_naming_the_field(
+    api: Api, body: dict[str, Any], status: int, field: str, message: str
+) -> None:
+    response = api.client.post("/runs", json=body)
+    assert response.status_code == status
+    payload = response.json()
+    assert message in payload["error"] and payload["detail"][0]["field"] == field
+    assert api.executor.queue == [] and api.client.get("/runs").json()["runs"] == []
+
+
+def test_a_full_queue_answers_429_with_retry_after(env: Path) -> None:
+    for api in make_api(env, training_max_queued=2):
+        assert [api.client.post("/runs", json=QUICK).status_code for _ in range(2)] == [202, 202]
+        refused = api.client.post("/runs", json=QUICK)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        assert "TRAINING_MAX_QUEUED" in refused.json()["error"]
+        assert len(api.client.get("/runs").json()["runs"]) == 2  # the refused one left no run
+
+
+def test_not_found_conflict_and_malformed_bodies(api: Api) -> None:
+    assert api.client.get("/runs/0123456789abcdef").status_code == 404
+    assert api.client.post("/runs/0123456789abcdef/cancel").status_code == 404
+    malformed = api.client.post("/runs", content=b"{", headers={"Content-Type": "application/json"})
+    assert malformed.status_code == 400 and malformed.json()["error"].startswith("invalid request")
+    finished = api.finished_run("iris-logistic_regression")
+    conflict = api.client.post(f"/runs/{finished}/cancel")
+    assert conflict.status_code == 409 and "ended already" in conflict.json()["error"]
+    assert api.client.get("/aliases/nothing").status_code == 404
+    bad_filter = api.client.get("/runs", params={"filter": "metrics.accuracy > high"})
+    assert bad_filter.status_code == 400 and bad_filter.json()["detail"][0]["field"] == "filter"
+    assert api.client.get("/runs", params={"limit": 0}).status_code == 400
+    assert api.client.get("/runs", params={"page_token": "forged"}).status_code == 400
+    assert api.client.get("/nowhere").json() == {"error": "Not Found", "detail": []}
+    wrong_method = api.client.delete("/runs")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "Method Not Allowed"
+
+
+def test_cancel_a_queued_run(api: Api) -> None:
+    run_id = api.client.post("/runs", json=QUICK).json()["run_id"]
+    assert api.client.post(f"/runs/{run_id}/cancel").json() == {
+        "run_id": run_id,
+        "status": "KILLED",
+    }
+    run = api.client.get(f"/runs/{run_id}").json()
+    assert run["status"] == "KILLED" and run["end_time"] and run["model_tag"] is None
+
+
+def test_the_event_stream_of_an_ended_run_is_one_end_event(api: Api) -> None:
+    run_id = api.finished_run("iris-logistic_regression")
+    with api.client.stream("GET", f"/runs/{run_id}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in stream.iter_lines() if line and not line.startswith(":")]
+    assert lines[0] == "event: end"
+    data = json.loads(lines[1].removeprefix("data: "))
+    assert data["status"] == "FINISHED" and data["metrics"] == {"accuracy": 0.9}
+    assert data["model_tag"] == f"iris-logistic_regression:{run_id}"
+
+
+def test_every_route_but_health_needs_an_admin_key(
+    keyed: tuple[Api, dict[str, str], dict[str, str]],
+) -> None:
+    api, admin, predict = keyed
+    assert api.client.get("/livez").status_code == 200
+    assert api.client.get("/readyz").text == "ok\n"
+    for method, path in (
+        ("GET", "/runs"),
+        ("POST", "/runs"),
+        ("GET", "/runs/0123456789abcdef"),
+        ("GET", "/models"),
+        ("PUT", "/aliases/production"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("GET", "/metrics"),
+        ("POST", "/datasets"),
+        ("GET", "/datasets"),
+    ):
+        missing = api.client.request(method, path)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        wrong = api.client.request(
+            method, path, headers={"Authorization": "Bearer tk_000000000000_" + "x" * 43}
+        )
+        assert wrong.status_code == 401 and wrong.json()["error"] == "invalid or revoked API key"
+        scoped = api.client.request(method, path, headers=predict)
+        assert scoped.status_code == 403 and "admin" in scoped.json()["error"], path
+    assert api.client.get("/runs", headers=admin).json() == {"runs": [], "next_page_token": None}
+
+
+def test_models_aliases_rollback_and_pages(api: Api) -> None:
+    first, second = (api.finished_run(f"iris-m{i}") for i in (1, 2))
+    tags = [api.client.get(f"/runs/{r}").json()["model_tag"] for r in (first, second)]
+    listed = api.client.get("/models").json()["models"]
+    assert [m["tag"] for m in listed] == tags[::-1] and listed[0]["run_id"] == second
+    moved = api.client.put("/aliases/staging", json={"model_tag": tags[0]})
+    assert moved.status_code == 200 and moved.json()["model_tag"] == tags[0]
+    api.client.put("/aliases/staging", json={"model_tag": tags[1]})
+    assert api.client.get("/models").json()["models"][0]["aliases"] == ["staging"]
+    rolled = api.client.post("/aliases/staging/rollback").json()
+    assert rolled["model_tag"] == tags[0]
+    history = api.client.get("/aliases/staging").json()["history"]
+    assert [m["action"] for m in history] == ["promote", "promote", "rollback"]
+    assert history[0]["moved_at"].endswith("+00:00")  # the records' one time format
+    ghost = api.client.put("/aliases/staging", json={"model_tag": "ghost:v1"})
+    assert ghost.status_code == 404 and ghost.json()["detail"][0]["field"] == "model_tag"
+    bad_name = api.client.put("/aliases/Bad Name", json={"model_tag": tags[0]})
+    assert bad_name.status_code == 400 and bad_name.json()["detail"][0]["field"] == "alias"
+    no_body = api.client.put("/aliases/staging", json={})
+    assert no_body.status_code == 400 and no_body.json()["detail"][0]["field"] == "model_tag"
+    page = api.client.get("/runs", params={"limit": 1, "status": "finished"}).json()
+    rest = api.client.get(
+        "/runs", params={"limit": 1, "status": "FINISHED", "page_token": page["next_page_token"]}
+    ).json()
+    assert [page["runs"][0]["id"], rest["runs"][0]["id"]] == [second, first]
+    assert rest["next_page_token"] is None
+
+
+def test_upload_then_list_and_submit_it(api: Api) -> None:
+    headers = {"Content-Type": "text/csv"}
+    first = api.client.post("/datasets", content=CSV, headers=headers)
+    assert first.status_code == 201
+    uploaded = first.json()
+    assert uploaded["dataset_id"].startswith("ds_") and uploaded["rows"] == 60
+    assert uploaded["columns"] == [
+        {"name": "size", "type": "number"},
+        {"name": "colour", "type": "string"},
+        {"name": "label", "type": "string"},
+    ]
+    again = api.client.post("/datasets", content=CSV, headers=headers)
+    assert again.status_code == 200 and again.json() == uploaded  # the same file is one data set
+    listing = api.client.get("/datasets").json()
+    assert [u["dataset_id"] for u in listing["uploads"]] == [uploaded["dataset_id"]]
+    assert {s["dataset_id"] for s in listing["shipped"]} >= {"iris", "digits", "diabetes"}
+    submitted = api.client.post(
+        "/runs", json={"dataset": uploaded["dataset_id"], "model": "random_forest"}
+    )
+    assert submitted.status_code == 202
+    run = api.client.get(f"/runs/{submitted.json()['run_id']}").json()
+    assert run["dataset"]["name"] == uploaded["dataset_id"] and run["params"]["target"] == "label"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "message"),
+    [
+        (b"a,b\n1,2\n3,4,5\n", "text/csv", 422, "line 3: expected 2 fields, found 3"),
+        (b"", "text/csv", 422, "the upload is empty"),
+        (b"a,a\n1,2\n", "text/csv", 422, "line 1: duplicate column names"),
+        (b"\xff\xfe,b\n", "text/csv", 422, "not UTF-8"),
+        (b"a\n1\n", "text/csv", 422, "a target and at least one feature"),
+        (b"a,b\n1,2\n", "application/json", 400, "Content-Type: text/csv"),
+        (b"a,b\n" + b"1,2\n" * 300_000, "text/csv", 413, "larger than 1048576 bytes"),
+    ],
+)
+def test_bad_uploads(api: Api, body: bytes, content_type: str, status: int, message: str) -> None:
+    response = api.client.post("/datasets", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == status and message in response.json()["error"]
+    assert response.json()["detail"][0]["field"] == "body"
+    assert api.client.get("/datasets").json()["uploads"] == []
+
+
+def test_a_chunked_upload_over_the_limit_is_a_413_and_leaves_nothing(api: Api, env: Path) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"a,b\n"
+        for _ in range(40):
+            yield b"1,2\n" * 8192
+
+    response = api.client.post("/datasets", content=chunks(), headers={"Content-Type": "text/csv"})
+    assert response.status_code == 413
+    assert not list((env / "datasets" / "incoming").iterdir())
+
+
+def test_metrics_show_the_queue(api: Api) -> None:
+    api.client.post("/runs", json=QUICK)
+    text = api.client.get("/metrics").text
+    assert "training_jobs_queued 1.0" in text and "training_jobs_running 0.0" in text
+
+
+def test_the_openapi_document_shows_every_response_and_error_shape(api: Api) -> None:
+    spec = api.client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ErrorBody" in schemas
+    operations = [
+        (path, method, op) for path, ops in spec["paths"].items() for method, op in ops.items()
+    ]
+    assert len(operations) == 14
+    for path, method, op in operations:
+        answers = op["responses"]
+        success = [code for code in answers if code.startswith("2")]
+        assert success and all(answers[code].get("content") for code in success), (path, method)
+        if path not in ("/livez", "/readyz"):
+            assert {"401", "403"} <= set(answers), (path, method)
+        for code in (c for c in answers if c.startswith("4")):
+            body = answers[code]["content"]["application/json"]["schema"]
+            assert body == {"$ref": "#/components/schemas/ErrorBody"}, (path, method, code)
+    run = spec["paths"]["/runs/{run_id}"]["get"]["responses"]["200"]
+    assert run["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RunInfo"}
+    assert set(schemas["RunInfo"]["properties"]) >= {"status", "metrics", "duration_s"}
+    assert schemas["RunStatus"]["enum"] == ["QUEUED", "RUNNING", "FINISHED", "FAILED", "KILLED"]

@@ -1,0 +1,115 @@
+"""The local process executor's own rules, in process: the queue limit, and state that only the
+event loop changes (the Prometheus gauges read it there while store checks run in threads)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from training.errors import Busy
+from training.jobs.executor import LocalProcessExecutor
+from training.store import revision
+from training.store.db import Database
+from training.store.records import DatasetInfo, RunInfo, RunStatus
+from training.store.runs import RunStore
+from training.store.tables import Run
+
+
+class GatedStore(RunStore):
+    """A store whose second read from a worker thread waits until the test lets it go."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.thread_reads = 0
+        self.midway = threading.Event()
+        self.go_on = threading.Event()
+
+    def get_run(self, run_id: str) -> RunInfo:
+        if threading.current_thread() is not threading.main_thread():
+            self.thread_reads += 1
+            if self.thread_reads == 2:
+                self.midway.set()
+                self.go_on.wait(10)
+        return super().get_run(run_id)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> GatedStore:
+    db = Database(f"sqlite:///{tmp_path / 'runs.db'}")
+    revision.upgrade(db)
+    return GatedStore(db)
+
+
+def queued_run(store: RunStore) -> str:
+    return store.create_run(
+        experiment="jobs",
+        model_name="ridge",
+        task="regression",
+        dataset=DatasetInfo(name="diabetes"),
+        params={},
+        status=RunStatus.QUEUED,
+        request={"dataset": "diabetes", "model": "ridge"},
+    )
+
+
+def executor_for(store: RunStore, tmp_path: Path, **limits: int) -> LocalProcessExecutor:
+    options = {"max_jobs": 4, "max_queued": 100, **limits}
+    return LocalProcessExecutor(store, memory_mb=512, logs=tmp_path / "logs", **options)
+
+
+def test_a_submission_past_the_queue_limit_is_refused_before_anything_is_recorded(
+    store: GatedStore, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        executor = executor_for(store, tmp_path, max_queued=2)
+        for run_id in ("a" * 32, "b" * 32):
+            executor.has_room()
+            await executor.submit(run_id)
+        with pytest.raises(Busy, match="2 trainings are waiting already"):
+            executor.has_room()
+        assert executor.status().queued == 2
+
+    asyncio.run(scenario())
+
+
+def test_lost_workers_of_a_previous_service_are_forgotten_on_the_event_loop_only(
+    store: GatedStore, tmp_path: Path
+) -> None:
+    """Runs adopted after a restart whose workers then die: the check reads the store in a
+    thread, and ``status()`` must not see the executor's state change while it does."""
+    workers = [subprocess.Popen(["sleep", "60"]) for _ in range(3)]
+    ids = [queued_run(store) for _ in workers]
+    for run_id, worker in zip(ids, workers, strict=True):
+        store.start_queued(run_id, {})
+        with store.db.write() as session:  # as if that process had started the run
+            session.execute(update(Run).where(Run.id == run_id).values(pid=worker.pid))
+
+    async def scenario() -> tuple[list[str], list[str], int, list[str]]:
+        executor = executor_for(store, tmp_path)
+        await executor.start()
+        try:
+            adopted = executor.status().running
+            for worker in workers:
+                worker.kill()
+                worker.wait()
+            checking = asyncio.create_task(executor._free_slots())
+            while not store.midway.is_set():
+                await asyncio.sleep(0.01)
+            during = executor.status().running  # the thread is between two runs of its check
+            store.go_on.set()
+            free = await checking
+            return adopted, during, free, executor.status().running
+        finally:
+            await executor.shutdown(0)
+
+    adopted, during, free, after = asyncio.run(scenario())
+    assert adopted == sorted(ids)
+    assert during == sorted(ids)
+    assert (free, after) == (4, [])
+    for run in store.get_runs(ids):
+        assert run.status == RunStatus.FAILED and "worker lost" in (run.error or "")

@@ -1,0 +1,169 @@
+"""The prediction service's HTTP layer in process: every rule it adds around the app (limits,
+keys, request ids, the error shape, metrics and the access log) over a tiny stand-in app;
+``tests/test_service.py`` runs it inside the real `bentoml serve`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from training.ops.keys import KeyRing
+from training.serving.http import ServiceHTTP
+from training.serving.keys import KeyStore
+
+LIMIT = 2048
+PYDANTIC_400 = {
+    "error": "validation",
+    "detail": [
+        {"loc": ["instances", 1, "petal_width_cm"], "msg": "Field required", "type": "missing"},
+        {"loc": ["instances"], "msg": "List should have at most 2 items", "type": "too_long"},
+    ],
+}
+
+
+class StandIn:
+    """What BentoML does behind the layer, reduced: echo the body's size; answer a body of
+    ``bad`` with pydantic's 400, as BentoML does for a request that fails validation."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.calls += 1
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        status, payload = (400, PYDANTIC_400) if body == b"bad" else (200, {"size": len(body)})
+        data = json.dumps(payload).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+
+class Layer:
+    def __init__(self, keys: KeyStore | None) -> None:
+        self.app = StandIn()
+        self.observed: list[tuple[str, int]] = []
+        self.client = TestClient(
+            ServiceHTTP(
+                self.app,
+                max_body_bytes=LIMIT,
+                model_tag="iris-logistic_regression:abc",
+                access_log_enabled=True,
+                observe=lambda path, status, _: self.observed.append((path, status)),
+                keys=keys,
+            )
+        )
+
+
+@pytest.fixture
+def layer() -> Layer:
+    return Layer(keys=None)
+
+
+@pytest.fixture
+def keyed(tmp_path: Path) -> Iterator[tuple[Layer, str, str]]:
+    ring = KeyRing(tmp_path / "keys.json")
+    _, predict = ring.create("app", "predict")
+    record, revoked = ring.create("old", "predict")
+    ring.revoke(record.id)
+    yield Layer(KeyStore(tmp_path / "keys.json")), predict, revoked
+
+
+def test_a_declared_body_over_the_limit_is_a_json_413_before_the_app(layer: Layer) -> None:
+    response = layer.client.post("/predict", content=b"x" * (LIMIT + 1))
+    assert response.status_code == 413
+    body = response.json()
+    assert body["error"] == f"request body is larger than {LIMIT} bytes" and body["detail"] == []
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert layer.app.calls == 0 and layer.observed == [("/predict", 413)]
+
+
+def test_a_chunked_body_is_counted_refused_past_the_limit_and_replayed_under_it(
+    layer: Layer,
+) -> None:
+    def chunks(count: int) -> Iterator[bytes]:
+        yield from (b"x" * 512 for _ in range(count))
+
+    refused = layer.client.post("/predict", content=chunks(5))
+    assert refused.status_code == 413 and layer.app.calls == 0
+    passed = layer.client.post("/predict", content=chunks(4))
+    assert passed.status_code == 200 and passed.json() == {"size": 2048}
+
+
+def test_pydantic_400s_are_reshaped_to_name_row_feature_and_reason(layer: Layer) -> None:
+    response = layer.client.post("/predict", content=b"bad")
+    assert response.status_code == 400
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.json() == {
+        "error": "invalid request: 2 problems",
+        "detail": [
+            {
+                "row": 1,
+                "feature": "petal_width_cm",
+                "field": "instances.1.petal_width_cm",
+                "reason": "Field required",
+            },
+            {
+                "row": None,
+                "feature": None,
+                "field": "instances",
+                "reason": "List should have at most 2 items",
+            },
+        ],
+    }
+    # Only the API's own routes are reshaped and counted.
+    other = layer.client.post("/elsewhere", content=b"bad")
+    assert other.json() == PYDANTIC_400 and ("/elsewhere", 400) not in layer.observed
+
+
+def test_a_proxy_request_id_is_kept_and_a_malformed_one_replaced(layer: Layer) -> None:
+    kept = layer.client.post("/predict", content=b"{}", headers={"X-Request-ID": "edge-42"})
+    assert kept.headers["x-request-id"] == "edge-42"
+    replaced = layer.client.post("/predict", content=b"{}", headers={"X-Request-ID": "a b\tc"})
+    assert (
+        replaced.headers["x-request-id"] != "a b\tc" and len(replaced.headers["x-request-id"]) == 32
+    )
+    fresh = layer.client.get("/livez")
+    assert len(fresh.headers["x-request-id"]) == 32
+
+
+def test_the_access_line_names_request_status_and_model(
+    layer: Layer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="bentoml.access"):
+        layer.client.post("/predict", content=b"{}", headers={"X-Request-ID": "rid-7"})
+        layer.client.get("/livez")  # health checks are not logged
+    [line] = [r.getMessage() for r in caplog.records if r.name == "bentoml.access"]
+    assert "POST /predict 200" in line and "request_id=rid-7" in line
+    assert line.endswith("model=iris-logistic_regression:abc")
+
+
+def test_api_routes_need_a_valid_predict_key_health_does_not(
+    keyed: tuple[Layer, str, str],
+) -> None:
+    layer, key, revoked = keyed
+    missing = layer.client.post("/predict", content=b"{}")
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert missing.json()["error"].startswith("missing API key")
+    for wrong in (revoked, key[:-1] + ("A" if key[-1] != "A" else "B"), "tk_nonsense"):
+        refused = layer.client.post("/predict", content=b"{}", headers={"X-API-Key": wrong})
+        assert (
+            refused.status_code == 401 and refused.json()["error"] == "invalid or revoked API key"
+        )
+    assert layer.app.calls == 0
+    allowed = layer.client.post(
+        "/predict", content=b"{}", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert allowed.status_code == 200
+    assert layer.client.get("/readyz").status_code == 200  # the edge's health checks
+    assert layer.observed.count(("/predict", 401)) == 4
