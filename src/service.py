@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from training.serving.card import ModelCard
-from training.serving.http import ServiceHTTP, error_body, quiet_validation_tracebacks
+from training.serving.exchange import error_body
+from training.serving.http import ServiceHTTP, configure_logs
 from training.serving.keys import KeyStore
 from training.serving.metrics import ServiceMetrics
 from training.serving.predictor import PredictionError, Predictor
@@ -53,7 +54,7 @@ HEADERS = {"X-Model-Tag": CARD.model_tag, "X-Run-Id": CARD.run_id}
 INLINE_ROWS = 64
 T = TypeVar("T")
 METRICS = ServiceMetrics(CARD.model_tag)
-quiet_validation_tracebacks()
+configure_logs()
 
 
 class PredictResponse(BaseModel):
@@ -113,7 +114,9 @@ def _refuse(status: int, message: str) -> Response:
     name="prediction",
     http={"host": SETTINGS.service_host, "port": SETTINGS.service_port},
     workers=SETTINGS.service_workers,
-    traffic={"timeout": SETTINGS.request_timeout_s},
+    # The request timeout is ServiceHTTP's (a JSON 504 in our shape, counted as a 504);
+    # BentoML's own, which answers outside our middleware, is only a backstop.
+    traffic={"timeout": SETTINGS.request_timeout_s + 30},
     # Our middleware writes the access line (with X-Request-ID) for API requests only.
     logging={"access": {"enabled": False}},
     # No tracing exporter is configured; OpenTelemetry's middleware would still cost about a
@@ -169,4 +172,5 @@ Prediction.add_asgi_middleware(  # type: ignore[attr-defined]
     access_log_enabled=SETTINGS.access_log,
     observe=METRICS.observe,
     keys=KeyStore(SETTINGS.keys_path) if SETTINGS.require_api_key else None,
+    timeout_s=SETTINGS.request_timeout_s,
 )

@@ -125,8 +125,16 @@ def running(
 def serve_model(
     model_tag: str, *, bentoml_home: Path, log: Path, port: int | None = None, **env: str
 ) -> AbstractContextManager[Server]:
-    """`bentoml serve` of src/service.py (development serving) for one model tag."""
+    """`bentoml serve` of src/service.py (development serving) for one model tag.
+
+    Each server gets a BentoML home of its own that shares the models: every `bentoml serve`
+    empties its home's Prometheus folder when it starts, so servers sharing one home would
+    lose each other's metrics."""
     port = port or free_port()
+    home = log.parent / f"bentoml-home-{port}"
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "models").exists():
+        (home / "models").symlink_to(bentoml_home / "models", target_is_directory=True)
     return running(
         [
             str(BIN / "bentoml"),
@@ -139,7 +147,7 @@ def serve_model(
             "--port",
             str(port),
         ],
-        env=base_env(BENTOML_HOME=str(bentoml_home), **{"SERVICE_WORKERS": "1", **env}),
+        env=base_env(BENTOML_HOME=str(home), **{"SERVICE_WORKERS": "1", **env}),
         log=log,
         ready_url=f"http://127.0.0.1:{port}/readyz",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from servers import Server, serve_model
+from servers import Server, serve_model, wait_until
 from training.serving.features import FeatureSchema
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,11 @@ def iris(
 ) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("iris-serve") / "serve.log"
     with serve_model(
-        iris_model, bentoml_home=session_home / "bentoml", log=log, PREDICT_MAX_ROWS="50"
+        iris_model,
+        bentoml_home=session_home / "bentoml",
+        log=log,
+        PREDICT_MAX_ROWS="50",
+        REQUEST_TIMEOUT_S="2",
     ) as server:
         yield server
 
@@ -290,6 +295,10 @@ BODIES = (
 )
 
 
+def ok(response: httpx.Response) -> bool:
+    return response.status_code == 200
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(path=st.sampled_from(["/predict", "/predict_proba"]), body=BODIES)
 def test_fuzz_never_a_server_error(iris: Server, mixed: Server, path: str, body: bytes) -> None:
@@ -301,6 +310,57 @@ def test_fuzz_never_a_server_error(iris: Server, mixed: Server, path: str, body:
             timeout=30,
         )
         assert response.status_code in (200, 400, 413, 422), (response.status_code, response.text)
+        assert ok(response) or response.json()["request_id"] == response.headers["x-request-id"]
         payload = response.json()
         if response.status_code != 200:
             assert payload["error"] and isinstance(payload["detail"], list)
+
+
+# -- every answer in one shape, the timeout included ---------------------------------------------
+
+
+def test_framework_answers_come_in_the_service_shape(iris: Server) -> None:
+    for response, status in (
+        (httpx.delete(f"{iris.url}/predict"), 405),
+        (httpx.put(f"{iris.url}/model"), 405),
+        (httpx.get(f"{iris.url}/nowhere"), 404),
+        (post(iris, "/predict", None, content=b"{}", headers={"Content-Type": "text/plain"}), 415),
+    ):
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert set(body) == {"error", "detail", "request_id"}
+        assert body["request_id"] == response.headers["x-request-id"]
+    assert httpx.delete(f"{iris.url}/predict").headers["allow"] == "POST"
+    assert httpx.head(f"{iris.url}/readyz").status_code == 200
+
+
+def test_a_request_past_the_timeout_is_a_json_504_counted_and_logged_as_one(iris: Server) -> None:
+    def trickle() -> Iterator[bytes]:
+        yield b'{"instances": '
+        time.sleep(3)  # REQUEST_TIMEOUT_S is 2 here
+        yield json.dumps(IRIS_ROWS).encode() + b"}"
+
+    response = httpx.post(
+        f"{iris.url}/predict",
+        content=trickle(),
+        headers={"Content-Type": "application/json", "X-Request-ID": "slow-one"},
+        timeout=30,
+    )
+    assert response.status_code == 504 and response.json()["request_id"] == "slow-one"
+    assert response.json()["error"] == "no answer within 2.0 s"
+
+    # Counted and logged once the request is over, a moment after its answer went out.
+    def counted() -> bool:
+        lines = httpx.get(f"{iris.url}/metrics").text.splitlines()
+        return any(
+            x.startswith("prediction_requests_total{") and 'status="504"' in x for x in lines
+        )
+
+    wait_until(counted, 10, "the 504 in the metrics")
+    wait_until(lambda: "request_id=slow-one" in iris.log_text(), 10, "the 504's access line")
+    line = next(x for x in iris.log_text().splitlines() if "request_id=slow-one" in x)
+    assert "POST /predict 504" in line
+    metrics = httpx.get(f"{iris.url}/metrics").text.splitlines()
+    assert not any(
+        x.startswith("prediction_requests_total{") and 'status="500"' in x for x in metrics
+    )

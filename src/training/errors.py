@@ -36,6 +36,11 @@ class Interrupted(BaseException):
     """
 
 
+class ServiceGone(Interrupted):
+    """Raised in a job process whose training service died: the run is recorded FAILED ("the
+    training service stopped"), not KILLED as a user's cancel would be."""
+
+
 class TrainingFailed(Exception):
     """A run that started and then failed; it is recorded with this status and error."""
 
@@ -54,7 +59,25 @@ class TooLarge(UserError):
     status_code = 413
 
 
+class UnsupportedMediaType(UserError):
+    """A body in another media type than the route takes."""
+
+    status_code = 415
+
+
 class Busy(UserError):
     """The queue is full; try again later."""
 
     status_code = 429
+
+
+class Unavailable(Exception):
+    """A part the request needs is busy or unreachable (the run store): nothing was done, and
+    the same request may succeed in a moment."""
+
+    status_code = 503
+    retry_after_s = 5
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

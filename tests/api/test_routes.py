@@ -10,104 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-
-from training.api.app import create_app
-from training.errors import Busy, Conflict
-from training.jobs.executor import ExecutorStatus, JobListener
-from training.ops.keys import KeyRing
-from training.settings import ServerSettings
-from training.store.records import DatasetInfo, RunStatus
-from training.store.runs import RunStore
-
-CSV = "size,colour,label\n" + "".join(
-    f"{i % 7},{('red', 'blue', 'green')[i % 3]},{'big' if i % 3 == 0 else 'small'}\n"
-    for i in range(60)
-)
-QUICK = {"dataset": "iris", "model": "logistic_regression", "cv": 0}
-
-
-class FakeExecutor:
-    """Takes submissions and cancels queued ones; never runs anything."""
-
-    def __init__(self, store: RunStore, max_queued: int) -> None:
-        self.store, self.max_queued = store, max_queued
-        self.queue: list[str] = []
-        self.on_done: JobListener | None = None
-        self.started = False
-
-    @property
-    def ready(self) -> bool:
-        return self.started
-
-    async def start(self) -> None:
-        self.started = True
-
-    def has_room(self) -> None:
-        if len(self.queue) >= self.max_queued:
-            raise Busy(f"{len(self.queue)} trainings are waiting already (TRAINING_MAX_QUEUED)")
-
-    async def submit(self, run_id: str) -> None:
-        self.queue.append(run_id)
-
-    async def cancel(self, run_id: str) -> RunStatus:
-        if self.store.get_run(run_id).status.ended:
-            raise Conflict(f"run {run_id} has ended already")
-        self.queue.remove(run_id)
-        self.store.finish(run_id, RunStatus.KILLED, error="cancelled before it started")
-        return RunStatus.KILLED
-
-    def status(self) -> ExecutorStatus:
-        return ExecutorStatus(queued=len(self.queue), running=[])
-
-    async def shutdown(self, grace_s: float) -> None:
-        self.started = False
-
-
-class Api:
-    def __init__(self, client: TestClient, store: RunStore, executor: FakeExecutor) -> None:
-        self.client, self.store, self.executor = client, store, executor
-
-    def finished_run(self, tag: str) -> str:
-        """A run as a worker leaves it: FINISHED with a registered model version."""
-        run_id = self.store.create_run(
-            experiment="api",
-            model_name="logistic_regression",
-            task="classification",
-            dataset=DatasetInfo(name="iris"),
-            params={"C": "1.0"},
-        )
-        self.store.log_metrics(run_id, [("accuracy", 0.9, 0)])
-        self.store.finish(run_id, RunStatus.FINISHED, model_tag=f"{tag}:{run_id}", model_name=tag)
-        return run_id
-
-
-def make_api(data: Path, **settings: Any) -> Iterator[Api]:
-    made: list[FakeExecutor] = []
-
-    def fake(store: RunStore, server: ServerSettings) -> FakeExecutor:
-        made.append(FakeExecutor(store, server.training_max_queued))
-        return made[0]
-
-    server = ServerSettings(data_dir=data, training_max_upload_mb=1, **settings)
-    app = create_app(server, make_executor=fake)
-    # As uvicorn serves it behind the edge: /training is the root path of every route.
-    with TestClient(app, base_url="http://testserver/training", root_path="/training") as client:
-        yield Api(client, made[0].store, made[0])
-
-
-@pytest.fixture
-def api(env: Path) -> Iterator[Api]:
-    yield from make_api(env)
-
-
-@pytest.fixture
-def keyed(env: Path) -> Iterator[tuple[Api, dict[str, str], dict[str, str]]]:
-    ring = KeyRing(env / "api_keys.json")
-    _, admin = ring.create("admin", "admin")
-    _, predict = ring.create("predict", "predict")
-    for api in make_api(env, require_api_key=True):
-        yield api, {"Authorization": f"Bearer {admin}"}, {"Authorization": f"Bearer {predict}"}
+from inprocess import CSV, QUICK, Api, open_api
 
 
 def test_a_submission_is_queued_recorded_and_located(api: Api) -> None:
@@ -162,7 +65,7 @@ def test_each_bad_submission_is_a_4xx_naming_the_field(
 
 
 def test_a_full_queue_answers_429_with_retry_after(env: Path) -> None:
-    for api in make_api(env, training_max_queued=2):
+    with open_api(env, training_max_queued=2) as api:
         assert [api.client.post("/runs", json=QUICK).status_code for _ in range(2)] == [202, 202]
         refused = api.client.post("/runs", json=QUICK)
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
@@ -183,7 +86,8 @@ def test_not_found_conflict_and_malformed_bodies(api: Api) -> None:
     assert bad_filter.status_code == 400 and bad_filter.json()["detail"][0]["field"] == "filter"
     assert api.client.get("/runs", params={"limit": 0}).status_code == 400
     assert api.client.get("/runs", params={"page_token": "forged"}).status_code == 400
-    assert api.client.get("/nowhere").json() == {"error": "Not Found", "detail": []}
+    nowhere = api.client.get("/nowhere", headers={"X-Request-ID": "edge-7"})
+    assert nowhere.json() == {"error": "Not Found", "detail": [], "request_id": "edge-7"}
     wrong_method = api.client.delete("/runs")
     assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "Method Not Allowed"
 
@@ -298,7 +202,7 @@ def test_upload_then_list_and_submit_it(api: Api) -> None:
         (b"a,a\n1,2\n", "text/csv", 422, "line 1: duplicate column names"),
         (b"\xff\xfe,b\n", "text/csv", 422, "not UTF-8"),
         (b"a\n1\n", "text/csv", 422, "a target and at least one feature"),
-        (b"a,b\n1,2\n", "application/json", 400, "Content-Type: text/csv"),
+        (b"a,b\n1,2\n", "application/json", 415, "Content-Type: text/csv"),
         (b"a,b\n" + b"1,2\n" * 300_000, "text/csv", 413, "larger than 1048576 bytes"),
     ],
 )

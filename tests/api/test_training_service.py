@@ -254,6 +254,23 @@ def test_kill_9_during_a_training_then_a_restart_loses_nothing(tmp_path: Path) -
         ]
 
 
+def test_a_job_whose_service_is_killed_ends_failed_not_killed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with serve_training(data, tmp_path / "serve.log", TRAINING_MAX_JOBS="1") as server:
+        api = Api(server, data, {}, {})
+        slow = api.post("/runs", SLOW).json()["run_id"]
+        api.wait_running(slow)
+        worker = psutil.Process(api.run(slow)["pid"])
+        server.proc.send_signal(signal.SIGKILL)  # the service dies; its worker is told so
+        server.proc.wait(timeout=10)
+        worker.wait(timeout=30)
+    run = api_run_in_store(data, slow)
+    assert run["status"] == "FAILED" and run["error"] == "the training service stopped", run[
+        "error"
+    ]
+    assert run["model_tag"] is None and run["end_time"]
+
+
 def api_run_in_store(data: Path, run_id: str) -> dict[str, Any]:
     done = subprocess.run(
         [str(BIN / "training"), "runs", "show", run_id, "--json"],

@@ -174,7 +174,11 @@ def test_only_the_api_is_public(edge: Edge) -> None:
     ):
         response = httpx.get(f"{edge.https}{path}", verify=edge.tls)
         assert response.status_code == 404, path
-        assert response.json()["error"] == "Not Found"
+        assert response.json() == {
+            "error": "Not Found",
+            "detail": [],
+            "request_id": response.headers["x-request-id"],
+        }
     assert httpx.get(f"http://127.0.0.1:{edge.service_port}/metrics").status_code == 200  # loopback
     assert httpx.get(f"{edge.https}/readyz", verify=edge.tls).status_code == 200
 
@@ -238,3 +242,46 @@ def test_json_502_503_while_the_backend_is_down_and_recovery(
         ):
             wait_until(lambda: status() == 200, 30, "recovery once the backend is up")
         wait_until(lambda: status() in (502, 503), 30, "a JSON error once it is down again")
+
+
+def raw_get(port: int, host: str, path: str = "/livez?a=1") -> bytes:
+    """One request as written, Host header included (clients rewrite an IPv6 Host)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        return conn.recv(65536)
+
+
+def test_the_redirect_of_an_ipv6_host_with_or_without_its_port(edge: Edge) -> None:
+    http_port, https_port = edge.http.rsplit(":", 1)[1], edge.https.rsplit(":", 1)[1]
+    for host in ("[::1]", f"[::1]:{http_port}"):
+        answer = raw_get(int(http_port), host).decode()
+        assert answer.startswith("HTTP/1.1 308"), answer
+        assert f"\r\nLocation: https://[::1]:{https_port}/livez?a=1\r\n" in answer, answer
+
+
+def test_hosts_match_without_case_and_with_a_trailing_dot(edge: Edge) -> None:
+    for host in ("LOCALHOST", "localhost.", "LocalHost", "127.0.0.1"):
+        response = httpx.get(f"{edge.https}/livez", headers={"Host": host}, verify=edge.tls)
+        assert response.status_code == 200, host
+    refused = httpx.get(f"{edge.https}/livez", headers={"Host": "localhost.evil"}, verify=edge.tls)
+    assert refused.status_code == 421
+
+
+def test_oversize_headers_are_a_json_431_over_http1_and_http2(edge: Edge) -> None:
+    big = {"Authorization": f"Bearer {edge.key}", "X-Big": "a" * 20_000}
+    for http2 in (False, True):
+        with httpx.Client(http2=http2, verify=edge.tls, timeout=30) as client:
+            response = client.get(f"{edge.https}/model", headers=big)
+        assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+        assert response.status_code == 431 and "more than 16384" in response.json()["error"]
+        assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+def test_the_edge_and_the_service_name_allowed_methods(edge: Edge) -> None:
+    headers = {"Authorization": f"Bearer {edge.key}"}
+    at_edge = httpx.delete(f"{edge.https}/predict", headers=headers, verify=edge.tls)
+    assert at_edge.status_code == 405 and at_edge.headers["allow"] == "GET, HEAD, POST"
+    at_service = httpx.get(f"{edge.https}/predict", headers=headers, verify=edge.tls)
+    assert at_service.status_code == 405 and at_service.headers["allow"] == "POST"
+    for response in (at_edge, at_service):
+        assert response.json()["request_id"] == response.headers["x-request-id"]

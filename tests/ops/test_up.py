@@ -1,33 +1,80 @@
-"""`training up`, what `make up` runs: trains, builds, serves over HTTPS, prints a working curl."""
+"""`training up`, what `make up` runs: trains, builds, serves over HTTPS, prints a working curl;
+keeps its files private and keys out of its logs; heals a child that dies; Ctrl-C stops all.
+
+One `training up` serves the whole module (it costs a training and a build); the tests run in
+the order written, the last one stops it.
+"""
 
 from __future__ import annotations
 
 import json
 import shlex
 import signal
+import ssl
+import stat
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
-from servers import BIN, REPO, base_env, free_port, stop_process_tree
+from servers import BIN, REPO, base_env, free_port, stop_process_tree, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-def test_up_prints_a_curl_that_predicts_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+@dataclass
+class Stack:
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str]
+    data: Path
+    out: Path
+    err: Path
+    printed: str
+    url: str
+    tls: ssl.SSLContext
+    predict_key: str
+    admin_key: str
+
+    def child(self, marker: str) -> psutil.Process:
+        """The live child of `training up` whose command line holds ``marker``."""
+        for process in psutil.Process(self.proc.pid).children():
+            if marker in " ".join(process.cmdline()) and process.is_running():
+                return process
+        raise AssertionError(f"no child running {marker!r}")
+
+    def predicts(self) -> bool:
+        """The printed curl's prediction, sent through the edge, answers 200."""
+        args = shlex.split(self.curl(0))
+        body = json.loads(args[args.index("-d") + 1])
+        headers = {"Authorization": f"Bearer {self.predict_key}"}
+        response = httpx.post(f"{self.url}/predict", json=body, headers=headers, verify=self.tls)
+        return response.status_code == 200
+
+    def curl(self, index: int) -> str:
+        return [line for line in self.printed.splitlines() if line.startswith("curl ")][index]
+
+    def training_ready(self) -> bool:
+        return httpx.get(f"{self.url}/training/readyz", verify=self.tls).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("up")
     env = base_env(
-        DATA_DIR=str(tmp_path / "data"),
-        BENTOML_HOME=str(tmp_path / "bentoml"),
+        DATA_DIR=str(tmp / "data"),
+        BENTOML_HOME=str(tmp / "bentoml"),
         HTTPS_PORT=str(free_port()),
         HTTP_PORT=str(free_port()),
         SERVICE_PORT=str(free_port()),
         TRAINING_PORT=str(free_port()),
         SERVICE_WORKERS="1",
     )
-    out_path, err_path = tmp_path / "up.out", tmp_path / "up.err"
+    out_path, err_path = tmp / "up.out", tmp / "up.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(
             [str(BIN / "training"), "up"], env=env, cwd=REPO, stdout=out, stderr=err
@@ -38,32 +85,104 @@ def test_up_prints_a_curl_that_predicts_and_ctrl_c_stops_everything(tmp_path: Pa
             assert proc.poll() is None, err_path.read_text()
             assert time.monotonic() < deadline, "training up printed no curl"
             time.sleep(0.5)
+        time.sleep(0.5)  # the rest of the printout
         printed = out_path.read_text()
-        assert f"https://localhost:{env['HTTPS_PORT']}" in printed
         ca = next(line.split()[-1] for line in printed.splitlines() if "CA file" in line)
-        assert ca.endswith("pki/authorities/local/root.crt") and Path(ca).is_file()
-        curl = next(line for line in printed.splitlines() if line.startswith("curl "))
-        assert "--cacert" in curl and " -k" not in curl and "--insecure" not in curl
-        answer = subprocess.run(shlex.split(curl), capture_output=True, text=True, timeout=30)
-        assert answer.returncode == 0, answer.stderr
-        body = json.loads(answer.stdout)
-        assert body["predictions"] and body["model_tag"].startswith("iris-logistic_regression:")
-        training = [line for line in printed.splitlines() if line.startswith("curl ")][1]
-        assert training.endswith("/training/runs") and "--cacert" in training
-        started = subprocess.run(shlex.split(training), capture_output=True, text=True, timeout=30)
-        assert json.loads(started.stdout)["status"] == "QUEUED"
-
-        children = psutil.Process(proc.pid).children(recursive=True)
-        assert any("caddy" in " ".join(c.cmdline()) for c in children)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
-        time.sleep(1)
-        assert not [
-            c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-        ]
+        key = next(line.split()[2] for line in printed.splitlines() if "API key" in line)
+        admin = printed.split("admin key ")[1].split(")")[0]
+        yield Stack(
+            proc,
+            env,
+            tmp / "data",
+            out_path,
+            err_path,
+            printed,
+            f"https://localhost:{env['HTTPS_PORT']}",
+            ssl.create_default_context(cafile=ca),
+            key,
+            admin,
+        )
     finally:
         if proc.poll() is None:
             stop_process_tree(proc)
+
+
+def test_up_prints_curls_that_predict_and_train(stack: Stack) -> None:
+    assert stack.url in stack.printed
+    ca = next(line.split()[-1] for line in stack.printed.splitlines() if "CA file" in line)
+    assert ca.endswith("pki/authorities/local/root.crt") and Path(ca).is_file()
+    curl = stack.curl(0)
+    assert "--cacert" in curl and " -k" not in curl and "--insecure" not in curl
+    answer = subprocess.run(shlex.split(curl), capture_output=True, text=True, timeout=30)
+    assert answer.returncode == 0, answer.stderr
+    body = json.loads(answer.stdout)
+    assert body["predictions"] and body["model_tag"].startswith("iris-logistic_regression:")
+    training = stack.curl(1)
+    assert training.endswith("/training/runs") and "--cacert" in training
+    started = subprocess.run(shlex.split(training), capture_output=True, text=True, timeout=30)
+    assert json.loads(started.stdout)["status"] == "QUEUED"
+
+
+def test_keys_sent_anywhere_never_reach_a_log(stack: Stack) -> None:
+    for key in (stack.predict_key, stack.admin_key):
+        for path in ("/predict", "/model", "/training/runs", f"/training/runs/{key}"):
+            url = f"{stack.url}{path}"
+            httpx.get(url, params={"api_key": key, "token": key, "key": key}, verify=stack.tls)
+            httpx.get(url, headers={"X-API-Key": key, "Cookie": f"key={key}"}, verify=stack.tls)
+            httpx.post(url, json={"key": key}, headers={"Referer": key}, verify=stack.tls)
+            httpx.get(f"http://127.0.0.1:{stack.env['HTTP_PORT']}{path}?key={key}")
+    time.sleep(1)
+    logs = sorted((stack.data / "logs").rglob("*.log"))
+    assert {p.name for p in logs} >= {"service.log", "training.log", "caddy.log"}
+    for log in logs:
+        text = log.read_text(errors="replace")
+        for key in (stack.predict_key, stack.admin_key):
+            assert key.rsplit("_", 1)[1] not in text, log
+
+
+def test_the_data_folder_is_private_to_its_user(stack: Stack) -> None:
+    upload = httpx.post(
+        f"{stack.url}/training/datasets",
+        content="a,b\n" + "1,2\n" * 20,
+        headers={"Authorization": f"Bearer {stack.admin_key}", "Content-Type": "text/csv"},
+        verify=stack.tls,
+    )
+    assert upload.status_code in (200, 201)
+    assert stat.S_IMODE(stack.data.stat().st_mode) == 0o700
+    made = [p for p in stack.data.rglob("*") if p.is_file() and "caddy" not in p.parts]
+    assert any(p.suffix == ".csv" for p in made) and any(p.name == "sql_app.db" for p in made)
+    assert {
+        p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in made if p.stat().st_mode & 0o077
+    } == {}
+
+
+@pytest.mark.parametrize(
+    ("marker", "name"), [("training serve", "training"), ("bentoml", "service")]
+)
+def test_a_child_that_dies_is_restarted_while_the_others_serve(
+    stack: Stack, marker: str, name: str
+) -> None:
+    victim = stack.child(marker)
+    strays = victim.children(recursive=True)
+    victim.send_signal(signal.SIGKILL)
+    wait_until(lambda: f"{name} exited with -9; restarting it" in stack.err.read_text(), 20, name)
+    if name == "training":
+        assert stack.predicts()  # the prediction service keeps answering meanwhile
+    else:
+        assert stack.training_ready()
+        wait_until(lambda: not any(p.is_running() for p in strays), 20, "its old workers gone")
+    wait_until(lambda: f"{name} restarted" in stack.err.read_text(), 60, f"{name} restarted")
+    wait_until(stack.predicts, 90, "predictions again")
+    wait_until(stack.training_ready, 90, "the training service again")
+
+
+def test_ctrl_c_stops_everything(stack: Stack) -> None:
+    children = psutil.Process(stack.proc.pid).children(recursive=True)
+    assert any("caddy" in " ".join(c.cmdline()) for c in children)
+    stack.proc.send_signal(signal.SIGINT)
+    assert stack.proc.wait(timeout=60) == 0
+    time.sleep(1)
+    assert not [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_up_refuses_a_port_in_use_in_one_line(tmp_path: Path) -> None:

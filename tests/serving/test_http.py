@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from anyio.to_thread import run_sync
 from fastapi.testclient import TestClient
 
 from training.ops.keys import KeyRing
@@ -18,6 +20,7 @@ from training.serving.http import ServiceHTTP
 from training.serving.keys import KeyStore
 
 LIMIT = 2048
+TIMEOUT_S = 0.3
 PYDANTIC_400 = {
     "error": "validation",
     "detail": [
@@ -29,7 +32,8 @@ PYDANTIC_400 = {
 
 class StandIn:
     """What BentoML does behind the layer, reduced: echo the body's size; answer a body of
-    ``bad`` with pydantic's 400, as BentoML does for a request that fails validation."""
+    ``bad`` with pydantic's 400, as BentoML does for a request that fails validation; and on
+    a few paths, the answers frameworks make on their own."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -42,11 +46,31 @@ class StandIn:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        path = scope["path"]
+        if path == "/crash":
+            raise RuntimeError("secret internals of the crash")
+        if path == "/slow":
+            await run_sync(time.sleep, 1.0)  # a model call in a thread, past the timeout
+        if path == "/only-get":  # Starlette's own 405
+            await _answer(send, 405, b"Method Not Allowed", b"text/plain", [(b"allow", b"GET")])
+            return
+        if path == "/internal":  # BentoML's 500 carries the exception's text
+            await _answer(send, 500, b'{"error": "KeyError: secret column"}', b"application/json")
+            return
         status, payload = (400, PYDANTIC_400) if body == b"bad" else (200, {"size": len(body)})
-        data = json.dumps(payload).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        await _answer(send, status, json.dumps(payload).encode(), b"application/json")
+
+
+async def _answer(
+    send: Any,
+    status: int,
+    data: bytes,
+    media: bytes,
+    extra: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+) -> None:
+    headers = [(b"content-type", media), (b"content-length", b"%d" % len(data)), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
 
 
 class Layer:
@@ -61,7 +85,9 @@ class Layer:
                 access_log_enabled=True,
                 observe=lambda path, status, _: self.observed.append((path, status)),
                 keys=keys,
-            )
+                timeout_s=TIMEOUT_S,
+            ),
+            raise_server_exceptions=False,
         )
 
 
@@ -105,6 +131,7 @@ def test_pydantic_400s_are_reshaped_to_name_row_feature_and_reason(layer: Layer)
     assert response.status_code == 400
     assert int(response.headers["content-length"]) == len(response.content)
     assert response.json() == {
+        "request_id": response.headers["x-request-id"],
         "error": "invalid request: 2 problems",
         "detail": [
             {
@@ -123,7 +150,8 @@ def test_pydantic_400s_are_reshaped_to_name_row_feature_and_reason(layer: Layer)
     }
     # Only the API's own routes are reshaped and counted.
     other = layer.client.post("/elsewhere", content=b"bad")
-    assert other.json() == PYDANTIC_400 and ("/elsewhere", 400) not in layer.observed
+    assert other.json()["error"] == "validation" and ("/elsewhere", 400) not in layer.observed
+    assert other.json()["detail"] == PYDANTIC_400["detail"]
 
 
 def test_a_proxy_request_id_is_kept_and_a_malformed_one_replaced(layer: Layer) -> None:
@@ -167,3 +195,48 @@ def test_api_routes_need_a_valid_predict_key_health_does_not(
     assert allowed.status_code == 200
     assert layer.client.get("/readyz").status_code == 200  # the edge's health checks
     assert layer.observed.count(("/predict", 401)) == 4
+
+
+def test_framework_answers_leave_in_the_one_shape_with_their_headers(layer: Layer) -> None:
+    response = layer.client.post("/only-get", headers={"X-Request-ID": "rid-405"})
+    assert response.status_code == 405 and response.headers["allow"] == "GET"
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": "Method Not Allowed", "detail": [], "request_id": "rid-405"}
+
+
+def test_a_500_names_the_request_id_never_the_internals(
+    layer: Layer, caplog: pytest.LogCaptureFixture
+) -> None:
+    answered = layer.client.get("/internal")
+    assert answered.status_code == 500 and "secret" not in answered.text
+    assert answered.json()["request_id"] in answered.json()["error"]
+    with caplog.at_level(logging.ERROR, logger="training.http"):
+        crashed = layer.client.get("/crash", headers={"X-Request-ID": "rid-crash"})
+    assert crashed.status_code == 500 and "secret" not in crashed.text
+    assert crashed.json()["request_id"] == "rid-crash" and "rid-crash" in crashed.json()["error"]
+    [record] = [r for r in caplog.records if r.name == "training.http"]
+    assert "rid-crash" in record.getMessage() and record.exc_info is not None
+
+
+def test_no_answer_in_time_is_a_json_504_counted_and_logged_as_such(
+    layer: Layer, caplog: pytest.LogCaptureFixture
+) -> None:
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="bentoml.access"):
+        response = layer.client.post("/predict", content=b"{}", headers={"X-Request-ID": "r504"})
+        slow = layer.client.post("/slow", content=b"{}")
+    assert response.status_code == 200  # the stand-in answers /predict at once
+    assert slow.status_code == 504 and time.monotonic() - started < 1.0  # not after the thread
+    assert slow.json()["error"] == f"no answer within {TIMEOUT_S} s" and slow.json()["request_id"]
+
+
+def test_head_on_health_routes_oversize_headers_and_other_media_types(layer: Layer) -> None:
+    head = layer.client.head("/livez")
+    assert head.status_code == 200 and head.content == b"" and layer.app.calls == 1
+    oversize = layer.client.get("/model", headers={"X-Big": "a" * 20_000})
+    assert oversize.status_code == 431 and oversize.json()["error"].endswith("more than 16384")
+    text = layer.client.post("/predict", content=b"{}", headers={"Content-Type": "text/plain"})
+    assert text.status_code == 415 and "application/json" in text.json()["error"]
+    assert layer.app.calls == 1  # neither reached the app
+    json_utf8 = {"Content-Type": "application/json; charset=utf-8"}
+    assert layer.client.post("/predict", content=b"{}", headers=json_utf8).status_code == 200

@@ -68,8 +68,8 @@ def _token(order: str, value: object, run_id: str = "ab12") -> str:
 def test_forged_page_tokens_are_refused_not_passed_to_the_database(
     order: str, value: object, run_id: str
 ) -> None:
-    from training.store.search import RunSearch, _decode_token
+    from training.store.search import RunSearch
 
     search = RunSearch.parse(None, order)
     with pytest.raises(UserError, match="page_token"):
-        _decode_token(search.order, _token(search.order.text, value, run_id))
+        search.page_queries(10, _token(search.order.text, value, run_id))

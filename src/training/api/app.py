@@ -18,6 +18,7 @@ from training.api import datasets, health, metrics, registry, runs
 from training.api.auth import AdminKeys
 from training.api.deps import Context
 from training.api.errors import install
+from training.api.http import Exchanges
 from training.jobs.executor import Executor, LocalProcessExecutor
 from training.serving.keys import KeyStore
 from training.settings import ServerSettings
@@ -76,9 +77,11 @@ def create_app(
         executor=executor,
         prometheus=job_metrics.registry,
     )
+    # The last added runs first: the exchange rules wrap everything, key refusals included.
     app.add_middleware(
         AdminKeys, keys=KeyStore(settings.keys_path) if settings.require_api_key else None
     )
+    app.add_middleware(Exchanges)
     install(app)
     for module in (health, metrics, runs, registry, datasets):
         app.include_router(module.router)

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from training.api.deps import SettingsDep
 from training.api.errors import responses
 from training.api.schemas import Datasets, DatasetSummary, json_response
-from training.errors import TooLarge, UserError
+from training.errors import TooLarge, UnsupportedMediaType
 from training.learning import uploads
 from training.learning.data import SHIPPED, dataset_meta
 
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
     response_model=DatasetSummary,
     responses={
         200: {"model": DatasetSummary, "description": "The same file was uploaded before."},
-        **responses(413, 422),
+        **responses(413, 415, 422),
     },
     openapi_extra={
         "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}
@@ -31,7 +31,7 @@ async def upload_dataset(request: Request, settings: SettingsDep) -> Response:
     """A CSV body (text/csv), stored by content hash; its id is a `dataset` for POST /runs."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "text/csv":
-        raise UserError(
+        raise UnsupportedMediaType(
             f"send the CSV as Content-Type: text/csv, not {media or 'nothing'}", field="body"
         )
     limit = settings.max_upload_bytes

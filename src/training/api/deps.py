@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
+from training.errors import UnsupportedMediaType
 from training.jobs.executor import Executor
 from training.settings import ServerSettings
 from training.store.registry import Registry
@@ -54,6 +55,16 @@ async def _executor(request: Request) -> Executor:
 
 async def _context(request: Request) -> Context:
     return context_of(request)
+
+
+async def json_body(request: Request) -> None:
+    """A route that takes a JSON body refuses another media type with a 415 (a body without
+    a Content-Type is read as JSON)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send the body as Content-Type: application/json, not {media}", field="body"
+        )
 
 
 SettingsDep = Annotated[ServerSettings, Depends(_settings)]

@@ -14,9 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from training.api.schemas import ErrorBody, Problem, json_response
-from training.errors import Busy, UserError
+from training.errors import Busy, Unavailable, UserError
 
 RETRY_AFTER_S = 10  # a full queue drains at the pace of trainings: come back in a while
 
@@ -26,16 +27,23 @@ _DESCRIPTIONS = {
     403: "The key may only predict; the training API needs an admin key.",
     404: "No such run, model version, alias or upload.",
     409: "The run has ended already, or changed meanwhile.",
+    405: "The path does not take this method; `Allow` names those it takes.",
     413: "The upload is larger than TRAINING_MAX_UPLOAD_MB.",
+    415: "The body is not in the media type the route takes.",
     422: "The upload is not a usable CSV; the error names the line.",
     429: "Too many trainings are waiting; retry after `Retry-After` seconds.",
+    500: "The service failed; its log has the details under `request_id`.",
+    503: "The run store is busy or unreachable; retry after `Retry-After` seconds.",
 }
 
 
-def responses(*codes: int, checked: bool = True) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for these error statuses, besides 401 and 403 (every route but the
-    health checks needs a key) and, for a route with input to check, 400."""
-    always = {401, 403, 400} if checked else {401, 403}
+def responses(
+    *codes: int, checked: bool = True, store: bool = True
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for these error statuses, besides 401, 403 (every route but the health
+    checks needs a key) and 500; 400 for a route with input to check, 503 for one that needs
+    the run store."""
+    always = {401, 403, 500} | ({400} if checked else set()) | ({503} if store else set())
     return {
         code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]}
         for code in sorted(always | set(codes))
@@ -59,6 +67,13 @@ async def _user_error(_: Request, exc: Exception) -> Response:
     return response
 
 
+async def _unavailable(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Unavailable)
+    response = error_response(exc.status_code, exc.message)
+    response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
+
+
 async def _invalid(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = [
@@ -71,14 +86,29 @@ async def _invalid(_: Request, exc: Exception) -> Response:
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, str(exc.detail))
+    response = error_response(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:  # Starlette names the first route's methods; the path has more
+        response.headers["Allow"] = ", ".join(_methods_of(request))
+    return response
+
+
+def _methods_of(request: Request) -> list[str]:
+    """Every method some route of this path takes (asked of the routes, method by method)."""
+    methods = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.routes):
+            methods.append(method)
+    return methods
 
 
 def install(app: FastAPI) -> None:
     """The handlers that turn every error into ``ErrorBody``, and a document that says so."""
     app.add_exception_handler(UserError, _user_error)
+    app.add_exception_handler(Unavailable, _unavailable)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http_error)
 

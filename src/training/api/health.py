@@ -10,12 +10,15 @@ from training.api.deps import ExecutorDep
 router = APIRouter(tags=["health"])
 
 
+# HEAD too (undocumented, as everywhere): the edge's health checks and monitors may use it.
+@router.head("/livez", include_in_schema=False)
 @router.get("/livez", response_class=PlainTextResponse)
 async def livez() -> str:
     """The process answers."""
     return "ok\n"
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get(
     "/readyz",
     response_class=PlainTextResponse,

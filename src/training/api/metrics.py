@@ -58,7 +58,7 @@ router = APIRouter(tags=["health"])
             "description": "Prometheus text format.",
             "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
         },
-        **responses(checked=False),
+        **responses(checked=False, store=False),
     },
 )
 async def prometheus(context: ContextDep) -> Response:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
-from training.api.deps import RegistryDep
+from training.api.deps import RegistryDep, json_body
 from training.api.errors import responses
 from training.api.schemas import AliasTarget, ModelVersions, json_response
 from training.store.records import AliasInfo
@@ -25,7 +25,12 @@ def get_alias(name: str, registry: RegistryDep) -> Response:
     return json_response(registry.get_alias(name))
 
 
-@router.put("/aliases/{name}", response_model=AliasInfo, responses=responses(404))
+@router.put(
+    "/aliases/{name}",
+    response_model=AliasInfo,
+    responses=responses(404, 415),
+    dependencies=[Depends(json_body)],
+)
 def move_alias(name: str, body: AliasTarget, registry: RegistryDep) -> Response:
     """Point an alias at a registered model version (promote)."""
     return json_response(registry.promote(body.model_tag, name))

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from anyio.to_thread import run_sync
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sse_starlette.sse import EventSourceResponse
 from starlette.responses import Response
 
-from training.api.deps import ContextDep, ExecutorDep, StoreDep
+from training.api.deps import ContextDep, ExecutorDep, StoreDep, json_body
 from training.api.errors import responses
 from training.api.schemas import Cancelled, RunEvent, Submitted, json_response
 from training.errors import UserError
@@ -31,7 +31,8 @@ router = APIRouter(prefix="/runs", tags=["runs"])
     "",
     status_code=202,
     response_model=Submitted,
-    responses=responses(404, 429),
+    responses=responses(404, 415, 429),
+    dependencies=[Depends(json_body)],
 )
 async def start_run(body: TrainRequest, request: Request, context: ContextDep) -> Response:
     """Queue a training; checked by the same rules as `training train`."""

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from training.learning.columns import DatasetMeta
 from training.serving.features import FeatureType
-from training.store.records import ModelVersionInfo, RunStatus
+from training.store.records import ModelVersionInfo, RunStatus, StoredText
 
 
 class Schema(BaseModel):
@@ -25,6 +25,9 @@ class ErrorBody(Schema):
 
     error: str = Field(description="What went wrong, in one line.")
     detail: list[Problem] = Field(description="Each problem with its field.")
+    request_id: str = Field(
+        default="", description="The request's X-Request-ID, as the service's log has it."
+    )
 
 
 class Submitted(Schema):
@@ -54,7 +57,7 @@ class ModelVersions(Schema):
 
 
 class AliasTarget(Schema):
-    model_tag: str = Field(min_length=1, max_length=200)
+    model_tag: StoredText = Field(min_length=1, max_length=200)
 
 
 class ColumnSummary(Schema):

@@ -10,10 +10,11 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import NoReturn
 
-from training.errors import Interrupted, TrainingFailed, UserError
+from training.errors import Interrupted, TrainingFailed, Unavailable, UserError
 
 EXIT_FAILED = 1  # the command ran and what it did failed (a run recorded FAILED)
 EXIT_USAGE = 2  # the request was wrong; nothing was done
+EXIT_TEMPFAIL = 75  # a part it needs is busy or down (sysexits' EX_TEMPFAIL): try again
 EXIT_INTERRUPTED = 130
 
 Handler = Callable[[argparse.Namespace], int]
@@ -78,6 +79,8 @@ def _failure(exc: Exception) -> tuple[str, int]:
     """The one line a failure is told in, and the exit code it ends with."""
     if isinstance(exc, UserError):  # the request was wrong; nothing was done
         return exc.message, EXIT_USAGE
+    if isinstance(exc, Unavailable):
+        return exc.message, EXIT_TEMPFAIL
     if isinstance(exc, TrainingFailed):  # the run is recorded with this status and error
         return f"run {exc.run_id} {exc.status}: {exc.error}", EXIT_FAILED
     return f"{_one_line(exc)} (rerun with --debug for details)", EXIT_FAILED

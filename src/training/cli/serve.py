@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 from typing import Any
 
@@ -22,6 +23,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from training.settings import ServerSettings, load
 
     settings = load(ServerSettings)
+    for name in ("training.access", "training.http", "training.jobs"):
+        logging.getLogger(name).setLevel(logging.INFO)
     port = args.port or settings.training_port
     app = create_app(settings)
     stderr.print(
@@ -45,5 +48,8 @@ def run_serve(args: argparse.Namespace) -> int:
         # grace period (TRAINING_SHUTDOWN_GRACE_S) after this.
         timeout_graceful_shutdown=3,
         log_level="info",
+        # uvicorn's access line carries the query string (where a key may have been sent by
+        # mistake); the app writes its own, with the request id and without the query.
+        access_log=False,
     )
     return 0

@@ -14,8 +14,9 @@ import os
 import resource
 import signal
 import sys
+from types import FrameType
 
-from training.errors import Conflict
+from training.errors import Conflict, ServiceGone
 from training.learning.pipeline import TrainResult, execute, plan, recorded
 from training.learning.provenance import environment as provenance
 from training.learning.request import TrainRequest
@@ -49,7 +50,8 @@ def environment(memory_mb: int) -> dict[str, str]:
 
 
 def limit_this_worker(memory_mb: int, parent: int) -> None:
-    """Called first thing in a job process: cap its memory, and die with the service.
+    """Called first thing in a job process: cap its memory, and die with the service, telling
+    that death (FAILED, "the training service stopped") from a stop or a cancel (KILLED).
 
     Done by the worker itself rather than in a preexec_fn: a preexec_fn makes the service
     fork its whole (large) address space and wait for the child's Python code, which stalled
@@ -57,8 +59,16 @@ def limit_this_worker(memory_mb: int, parent: int) -> None:
     """
     memory = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    def on_service_death(_signum: int, _frame: FrameType | None) -> None:
+        raise ServiceGone("the training service stopped")
+
+    # The service's death has a signal of its own: SIGTERM means a stop or a cancel. (Telling
+    # them apart by the parent pid fails: the kernel sends the signal when the thread that
+    # started the job exits, while the rest of the dying service may still hold the pid.)
+    signal.signal(signal.SIGUSR1, on_service_death)
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGUSR1)
     if os.getppid() != parent:  # the service died before the line above: nobody to serve
         raise SystemExit("the training service that started this job is gone")
 

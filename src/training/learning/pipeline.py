@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from training.errors import Conflict, Interrupted, TrainingFailed, UserError
+from training.errors import Conflict, Interrupted, ServiceGone, TrainingFailed, UserError
 from training.learning import evaluation, modelstore
 from training.learning.columns import DatasetMeta, Task
 from training.learning.data import Dataset, dataset_meta, load_dataset, model_name_for
@@ -133,6 +133,8 @@ def submit(request: TrainRequest, settings: Settings, store: RunStore) -> str:
 
 def ending(exc: BaseException) -> tuple[RunStatus, str]:
     """The status and error a run that stopped on ``exc`` is recorded with."""
+    if isinstance(exc, ServiceGone):
+        return RunStatus.FAILED, "the training service stopped"
     if isinstance(exc, (KeyboardInterrupt, Interrupted)):
         return RunStatus.KILLED, "interrupted"
     if isinstance(exc, UserError):  # its data changed or vanished, a split impossible, ...

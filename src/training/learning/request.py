@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from training.learning.columns import Task
+from training.store.records import StoredText, storable
 
 KEY_MAX, VALUE_MAX = 250, 8000  # the run store's params/tags columns
 
@@ -14,24 +15,24 @@ KEY_MAX, VALUE_MAX = 250, 8000  # the run store's params/tags columns
 class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: str = Field(
+    dataset: StoredText = Field(
         min_length=1,
         max_length=500,
         description="A shipped data set (iris, wine, breast_cancer, diabetes, digits) or a CSV.",
     )
-    target: str | None = Field(
+    target: StoredText | None = Field(
         default=None, max_length=200, description="Target column; default 'target' or the last."
     )
-    model: str = Field(
+    model: StoredText = Field(
         min_length=1, max_length=64, description="Algorithm name, e.g. random_forest."
     )
     task: Task | None = Field(default=None, description="Force classification or regression.")
     params: dict[str, Any] = Field(default_factory=dict, description="Estimator hyper-parameters.")
-    experiment: str | None = Field(default=None, min_length=1, max_length=200)
+    experiment: StoredText | None = Field(default=None, min_length=1, max_length=200)
     cv: int = Field(default=5, ge=0, le=20, description="Cross-validation folds; 0 turns it off.")
     test_size: float = Field(default=0.2, gt=0.0, lt=1.0, description="Held-out share of rows.")
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
-    tags: dict[str, str] = Field(default_factory=dict, max_length=50)
+    tags: dict[StoredText, StoredText] = Field(default_factory=dict, max_length=50)
 
     @field_validator("cv")
     @classmethod
@@ -43,9 +44,12 @@ class TrainRequest(BaseModel):
     @field_validator("params")
     @classmethod
     def _param_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key in value:
+        for key, param in value.items():
             if not key or len(key) > KEY_MAX:
                 raise ValueError(f"parameter names must be 1 to {KEY_MAX} characters")
+            storable(key)
+            if isinstance(param, str):  # recorded as it is (other values as JSON, escaped)
+                storable(param)
         return value
 
     @field_validator("tags")

@@ -70,6 +70,8 @@ def check_csv(path: Path) -> None:
             if not header or not any(h.strip() for h in header):
                 raise Unprocessable("line 1: no header row", field="body")
             names = [h.strip() for h in header]
+            if any("\x00" in name for name in names):
+                raise Unprocessable("line 1: a NUL character is not text", field="body")
             if any(not n for n in names):
                 raise Unprocessable(
                     f"line 1: column {names.index('') + 1} has no name", field="body"
@@ -82,6 +84,10 @@ def check_csv(path: Path) -> None:
                     field="body",
                 )
             for row in reader:
+                if any("\x00" in value for value in row):  # the run store could not hold it
+                    raise Unprocessable(
+                        f"line {reader.line_num}: a NUL character is not text", field="body"
+                    )
                 if row and len(row) != len(names):
                     raise Unprocessable(
                         f"line {reader.line_num}: expected {len(names)} fields, found {len(row)}",

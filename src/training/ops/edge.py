@@ -67,9 +67,11 @@ def start_caddy(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 def require_free(ports: dict[str, int]) -> None:
     """Refuse ports already bound. Caddy would not notice: it binds with SO_REUSEPORT and
-    would silently share the port with whoever holds it."""
+    would silently share the port with whoever holds it. SO_REUSEADDR, as the servers bind:
+    a port whose last connections wait in TIME_WAIT (a restart right after Ctrl-C) is free."""
     for name, port in ports.items():
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("0.0.0.0", port))
             except OSError as exc:

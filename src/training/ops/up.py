@@ -3,7 +3,8 @@
 Upgrade the run store; train and promote the default model if no `production` alias exists;
 build the bento; make API keys for this start; start the prediction service (loopback only)
 and Caddy; wait until a prediction succeeds through HTTPS with the local CA; print how to call
-it; stay in the foreground until Ctrl-C or SIGTERM, then stop both processes.
+it; stay in the foreground, restarting a child that dies, until Ctrl-C or SIGTERM, then stop
+them all.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import os
 import shlex
 import signal
 import ssl
-import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -31,6 +30,7 @@ from training.ops.bento import BuiltBento, build
 from training.ops.edge import ca_certificate, caddy_env, require_free, start_caddy
 from training.ops.keys import KeyRing, KeyStoreError
 from training.ops.processes import spawn_logged, tool
+from training.ops.supervisor import Say, Spawn, Supervisor, tail
 from training.progress import Reporter
 from training.serving.card import ModelCard
 from training.serving.features import FeatureSchema
@@ -44,7 +44,6 @@ from training.store.runs import RunStore
 DEFAULT_MODEL = TrainRequest(dataset="iris", model="logistic_regression", experiment="default")
 TRAINING_EXAMPLE = {"dataset": "iris", "model": "random_forest", "params": {"n_estimators": 200}}
 READY_TIMEOUT_S = 180
-Say = Callable[[str], None]
 
 
 @dataclass
@@ -55,7 +54,7 @@ class Started:
     admin_key: str
     example_row: dict[str, Any]
     logs: dict[str, Path]
-    processes: dict[str, subprocess.Popen[bytes]]
+    children: Supervisor
 
     def _curl(self, key: str, body: dict[str, Any], path: str) -> str:
         return (
@@ -111,25 +110,6 @@ def _rotate_key(keys: KeyRing, name: str, scope: Scope) -> str:
     return key
 
 
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-def stop_all(processes: dict[str, subprocess.Popen[bytes]], timeout: float = 30) -> None:
-    for proc in processes.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in processes.values():
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _all_answer(started: Started, tls: ssl.SSLContext) -> str | None:
     """None once a prediction and the training service both answer through HTTPS."""
     body = {"instances": [started.example_row]}
@@ -149,11 +129,11 @@ def wait_until_served(started: Started) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     last = "no answer yet"
     while time.monotonic() < deadline:
-        for name, proc in started.processes.items():
+        for name, proc in started.children.processes.items():
             if proc.poll() is not None:
                 raise UserError(
                     f"{name} exited with {proc.returncode} while starting; its log "
-                    f"({started.logs[name]}) ends with:\n{_tail(started.logs[name])}"
+                    f"({started.logs[name]}) ends with:\n{tail(started.logs[name])}"
                 )
         if started.ca_file.exists():
             try:
@@ -165,9 +145,6 @@ def wait_until_served(started: Started) -> None:
                 last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.5)
     raise UserError(f"not served through HTTPS after {READY_TIMEOUT_S} s (last: {last})")
-
-
-Spawn = Callable[[Path], subprocess.Popen[bytes]]
 
 
 def _children(
@@ -200,6 +177,15 @@ def _children(
     }
 
 
+def _private(data_dir: Path) -> None:
+    """Everything `training up` makes is its user's alone (the run store, uploads, logs, keys),
+    as under the systemd units (UMask=0077): the children inherit the mask."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if data_dir.stat().st_uid == os.geteuid():
+        data_dir.chmod(0o700)
+
+
 def _prepare(settings: ServerSettings, report: Reporter, say: Say) -> BuiltBento:
     """The run store at its head, a production model (trained if there is none), its bento."""
     db = get_database(settings)
@@ -218,6 +204,7 @@ def start(
     report: Reporter,
     say: Say,
 ) -> Started:
+    _private(settings.data_dir)
     require_free(
         {
             "HTTPS_PORT": edge.https_port,
@@ -235,10 +222,10 @@ def start(
     admin_key = _rotate_key(keys, "make-up:admin", "admin")
     logs_dir = settings.data_dir / "logs"
     logs = {name: logs_dir / f"{name}.log" for name in ("service", "training", "caddy")}
-    processes: dict[str, subprocess.Popen[bytes]] = {}
+    spawns = _children(built, settings, service, edge)
+    children = Supervisor(spawns, logs, say, stop_strays=frozenset({"service"}))
     try:
-        for name, spawn in _children(built, settings, service, edge).items():
-            processes[name] = spawn(logs[name])
+        children.start()
         started = Started(
             edge.url(),
             ca_certificate(edge.caddy_data),
@@ -246,17 +233,18 @@ def start(
             admin_key,
             example_row(schema),
             logs,
-            processes,
+            children,
         )
         wait_until_served(started)
     except BaseException:
-        stop_all(processes)
+        children.stop()
         raise
     return started
 
 
 def run_until_stopped(started: Started, say: Say) -> int:
-    """Stay in the foreground; Ctrl-C or SIGTERM stops both processes cleanly (exit 0)."""
+    """Stay in the foreground, restarting a child that dies; Ctrl-C or SIGTERM stops them all
+    cleanly (exit 0)."""
     stopping = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -266,17 +254,10 @@ def run_until_stopped(started: Started, say: Say) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stopping:
-            for name, proc in started.processes.items():
-                if proc.poll() is not None:
-                    say(
-                        f"{name} exited with {proc.returncode}; stopping. Its log ends with:\n"
-                        f"{_tail(started.logs[name])}"
-                    )
-                    stop_all(started.processes)
-                    return 1
+            started.children.heal()
             time.sleep(0.2)
-        say("stopping the service and Caddy ...")
-        stop_all(started.processes)
+        say("stopping the services and Caddy ...")
+        started.children.stop()
         say("stopped")
         return 0
     finally:

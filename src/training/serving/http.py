@@ -1,131 +1,71 @@
 """The prediction service's own HTTP layer: one ASGI middleware for every request.
 
 It does, in one pass (each extra middleware layer costs on every request):
+- the rules of ``exchange``: the request id, every error in one shape (BentoML's validation
+  400 reshaped so each problem names its row, feature and reason), the request timeout as a
+  JSON 504 (BentoML's own, outside this layer, would answer without our shape and leave the
+  request counted as a 500; it stays only as a backstop), a JSON 500 for a crash;
 - the body limit: a declared Content-Length over it, or a chunked body that grows past it,
   gets a JSON 413 (uvicorn and BentoML have no limit of their own);
-- the request id: X-Request-ID from the proxy (or a new one), echoed on the response and
-  written in this request's access-log line;
-- error bodies: BentoML's validation 400 lists pydantic ``loc``/``msg`` pairs; they are
-  reshaped so each problem names its row, feature and reason, like every other 4xx here;
 - API keys, when required: a missing or wrong key is a JSON 401 before anything else runs;
-- metrics by model tag: requests, latency and errors.
+- HEAD on the health routes, which the edge's checks may use (BentoML answers them 405);
+- metrics by model tag and the access line, for the API routes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
-import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
+from training.serving.exchange import (
+    ASGIApp,
+    Exchange,
+    Message,
+    Receive,
+    RequestIdInLogs,
+    Scope,
+    Send,
+    oversize_headers,
+)
 from training.serving.keys import KeyStore, presented_key
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 access_log = logging.getLogger("bentoml.access")
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 #: Paths whose requests are logged and counted; health and metrics scrapes are not.
 API_PATHS = frozenset({"/predict", "/predict_proba", "/model"})
+HEALTH_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
 
 
 class BodyTooLarge(Exception):
     pass
 
 
-def error_body(message: str, detail: list[dict[str, Any]] | None = None, **extra: Any) -> bytes:
-    """The one shape of every error this service sends: error, detail[], request_id."""
-    return json.dumps(
-        {"error": message, "detail": detail or [], **extra}, separators=(",", ":")
-    ).encode()
-
-
-def reshape_validation(body: bytes) -> bytes | None:
-    """BentoML's pydantic 400 -> the service's error shape; None if it is something else."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    detail = data.get("detail") if isinstance(data, dict) else None
-    # Pydantic's items carry loc and msg; the service's own errors (row/feature/reason) pass.
-    if not detail or not isinstance(detail, list):
-        return None
-    problems: list[dict[str, Any]] = []
-    for item in detail:
-        if not isinstance(item, dict) or "msg" not in item:
-            return None
-        loc = [p for p in item.get("loc", []) if p != "instances"]
-        row = loc[0] if loc and isinstance(loc[0], int) else None
-        feature = loc[1] if row is not None and len(loc) > 1 else None
-        field = ".".join(str(p) for p in item.get("loc", [])) or None
-        problems.append(
-            {"row": row, "feature": feature, "field": field, "reason": item.get("msg", "")}
-        )
-    count = len(problems)
-    return error_body(f"invalid request: {count} problem{'s' if count != 1 else ''}", problems)
-
-
-def _request_headers(scope: Scope) -> tuple[bytes, int | None]:
-    """The request id to use (the proxy's, if well-formed, else a new one) and the declared
-    body length (None when the body is chunked or absent)."""
-    request_id = b""
-    declared: int | None = None
+def _declared_length(scope: Scope) -> int | None:
+    """The declared body length; None when the body is chunked or absent."""
     for name, value in scope["headers"]:
-        if name == b"x-request-id" and _REQUEST_ID.match(value):
-            request_id = value
-        elif name == b"content-length":
-            declared = int(value) if value.isdigit() else None
-    return request_id or uuid.uuid4().hex.encode(), declared
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
-class _Exchange:
-    """One request's answer as it passes: the request id goes on, its status is noted, and a
-    validation 400 of an API route is held until its body is reshaped."""
+def _json_or_unsaid(scope: Scope) -> bool:
+    """The body is JSON, or its type is not given (read as JSON)."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media: bytes = value.split(b";")[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return True
 
-    def __init__(self, scope: Scope, send: Send, request_id: bytes) -> None:
-        self.reshape_400 = scope["path"] in API_PATHS
-        self.downstream = send
-        self.request_id = request_id
-        self.status = 500
-        self._held: Message | None = None
 
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-            headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
-            message["headers"] = [*headers, (b"x-request-id", self.request_id)]
-            if self.status == 400 and self.reshape_400:
-                self._held = message  # sent with the reshaped body
-                return
-        elif self._held is not None and message["type"] == "http.response.body":
-            body = reshape_validation(message.get("body", b"")) or message.get("body", b"")
-            start, self._held = self._held, None
-            start["headers"] = [(k, v) for k, v in start["headers"] if k != b"content-length"]
-            start["headers"].append((b"content-length", str(len(body)).encode()))
-            await self.downstream(start)
-            message = {"type": "http.response.body", "body": body}
-        await self.downstream(message)
+def _without_body(send: Send) -> Send:
+    """A HEAD answer: the GET answer's status and headers, no body."""
 
-    async def refuse(
-        self, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        """Answer in the service's error shape before the app sees the request."""
-        self.status = status
-        body = error_body(message, request_id=self.request_id.decode())
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", self.request_id),
-            *(extra or []),
-        ]
-        await self.downstream({"type": "http.response.start", "status": status, "headers": headers})
-        await self.downstream({"type": "http.response.body", "body": body})
+    async def head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {"type": "http.response.body", "body": b""}
+        await send(message)
+
+    return head
 
 
 class ServiceHTTP:
@@ -138,6 +78,7 @@ class ServiceHTTP:
         access_log_enabled: bool,
         observe: Callable[[str, int, float], None],
         keys: KeyStore | None,
+        timeout_s: float,
     ) -> None:
         self.app = app
         self.keys = keys
@@ -145,40 +86,57 @@ class ServiceHTTP:
         self.model_tag = model_tag
         self.access_log_enabled = access_log_enabled
         self.observe = observe
+        self.timeout_s = timeout_s
+        self._too_large = f"request body is larger than {max_body_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["method"] == "HEAD" and scope["path"] in HEALTH_PATHS:
+            scope = {**scope, "method": "GET"}
+            send = _without_body(send)
         started = time.perf_counter()
-        request_id, declared = _request_headers(scope)
-        exchange = _Exchange(scope, send, request_id)
+        exchange = Exchange(scope, send, validation=scope["path"] in API_PATHS)
         try:
-            await self._answer(scope, receive, exchange, declared)
+            await self._answer(scope, receive, exchange)
         finally:
             if scope["path"] in API_PATHS:
                 self._record(scope, exchange, time.perf_counter() - started)
 
-    async def _answer(
-        self, scope: Scope, receive: Receive, exchange: _Exchange, declared: int | None
-    ) -> None:
+    async def _answer(self, scope: Scope, receive: Receive, exchange: Exchange) -> None:
+        oversize = oversize_headers(scope)
+        if oversize is not None:
+            await exchange.refuse(431, oversize)
+            return
+        if scope["method"] == "POST" and not _json_or_unsaid(scope):
+            await exchange.refuse(415, "send the body as Content-Type: application/json")
+            return
         if self.keys is not None and scope["path"] in API_PATHS:
             refusal = self._check_key(scope)
             if refusal is not None:
                 await exchange.refuse(401, refusal, [(b"www-authenticate", b"Bearer")])
                 return
-        try:
-            if declared is not None and declared > self.max_body_bytes:
-                raise BodyTooLarge
-            if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
-                receive = await self._buffered(receive)
-            await self.app(scope, receive, exchange.send)
-        except BodyTooLarge:
-            await exchange.refuse(413, f"request body is larger than {self.max_body_bytes} bytes")
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await exchange.refuse(413, self._too_large)
+            return
 
-    def _record(self, scope: Scope, exchange: _Exchange, elapsed: float) -> None:
+        async def limited(scope: Scope, receive: Receive, send: Send) -> None:
+            # Inside the timeout: a body that trickles in is answered 504 like a slow model.
+            if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                try:
+                    receive = await self._buffered(receive)
+                except BodyTooLarge:
+                    await exchange.refuse(413, self._too_large)
+                    return
+            await self.app(scope, receive, send)
+
+        await exchange.run(limited, scope, receive, self.timeout_s)
+
+    def _record(self, scope: Scope, exchange: Exchange, elapsed: float) -> None:
         """Metrics and the access-log line of an API request."""
-        path = scope["path"]
+        path = scope["path"]  # one of API_PATHS
         self.observe(path, exchange.status, elapsed)
         if self.access_log_enabled:
             client = scope.get("client")
@@ -189,7 +147,7 @@ class ServiceHTTP:
                 path,
                 exchange.status,
                 elapsed * 1000,
-                exchange.request_id.decode(),
+                exchange.rid,
                 self.model_tag,
             )
 
@@ -244,5 +202,9 @@ class _CallerMistakes(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], ValidationError))
 
 
-def quiet_validation_tracebacks() -> None:
-    logging.getLogger("bentoml._internal.server.http_app").addFilter(_CallerMistakes())
+def configure_logs() -> None:
+    """BentoML's request errors: a caller's validation mistake is no traceback; any other
+    carries the request id, as the answer does."""
+    logger = logging.getLogger("bentoml._internal.server.http_app")
+    logger.addFilter(_CallerMistakes())
+    logger.addFilter(RequestIdInLogs())

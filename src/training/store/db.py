@@ -18,11 +18,54 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from training.errors import Unavailable, UserError
 from training.settings import Settings
 
 _WRITE = "training_write"
+#: SQLite's words for a store another process holds, or one it cannot reach.
+_SQLITE_BUSY = ("locked", "busy", "unable to open", "disk i/o")
+#: PostgreSQL's classes of a server that is down, going down, overloaded or busy with a lock:
+#: connection exceptions, operator intervention, insufficient resources; lock not available,
+#: serialization failure and deadlock (the transaction was rolled back: nothing was written).
+_PG_UNAVAILABLE = ("08", "57", "53", "55P03", "40001", "40P01")
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    """Is this a store that is busy or down (try again), rather than a mistake of ours?"""
+    if exc.connection_invalidated:
+        return True
+    code = getattr(exc.orig, "sqlstate", None)
+    if isinstance(code, str):
+        return code.startswith(_PG_UNAVAILABLE)
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig).lower()
+        # psycopg's failure to connect carries no SQLSTATE; SQLite's busy store says so.
+        return code is None and ("connect" in text or any(w in text for w in _SQLITE_BUSY))
+    return False
+
+
+@contextlib.contextmanager
+def available() -> Iterator[None]:
+    """The store's failures that are not a bug of ours, as the errors callers answer: a busy
+    or unreachable store is ``Unavailable`` (a 503, exit 75); a value it cannot hold (which
+    the request checks should have caught, field by field) a ``UserError``."""
+    try:
+        yield
+    except (DataError, UnicodeEncodeError) as exc:
+        reason = _one_line(exc.orig if isinstance(exc, DataError) else exc)
+        raise UserError(f"the run store cannot hold a value of this request: {reason}") from exc
+    except DBAPIError as exc:
+        if not _unavailable(exc):
+            raise
+        reason = _one_line(exc.orig)
+        raise Unavailable(f"the run store is busy or unreachable ({reason}); try again") from exc
+
+
+def _one_line(exc: BaseException | None) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
@@ -77,14 +120,15 @@ class Database:
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
         self._check_process()
-        with self._read() as session, session.begin():
+        with available(), self._read() as session, session.begin():
             yield session
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
-        """A transaction that holds the write lock from its start (SQLite) and commits at exit."""
+        """A transaction that holds the write lock from its start (SQLite) and commits at exit;
+        rolled back whole if anything fails, a busy store included."""
         self._check_process()
-        with self._write() as session, session.begin():
+        with available(), self._write() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

@@ -6,16 +6,56 @@ Pydantic models, frozen: ``model_dump(mode="json")`` is their one serializer (th
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    computed_field,
+)
+
+from training.errors import UserError
 
 #: Times as ``datetime.isoformat`` writes them ("+00:00", as the API has always sent them).
 Timestamp = Annotated[
     datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str, when_used="json")
 ]
+
+
+#: What a run id can look like (ours are uuid4 hex), or a prefix of one.
+RUN_ID = re.compile(r"[0-9A-Za-z]{1,32}")
+
+
+def storable(text: str) -> str:
+    """Text the run store can hold, else ValueError saying why: no NUL character (PostgreSQL
+    refuses it), and Unicode that UTF-8 can encode (no lone surrogate: "\\ud800" in JSON)."""
+    if "\x00" in text:
+        raise ValueError("must not contain the NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from exc
+    return text
+
+
+def checked_text(text: str, field: str) -> str:
+    """``storable`` for text that does not come through a pydantic model (query parameters,
+    CLI arguments): a UserError naming the field."""
+    try:
+        return storable(text)
+    except ValueError as exc:
+        raise UserError(f"{field}: {exc}", field=field) from exc
+
+
+#: A request's text that ends in the run store: checked where it enters, so a bad value is a
+#: 400 naming its field, never a database error.
+StoredText = Annotated[str, AfterValidator(storable)]
 
 
 class RunStatus(StrEnum):

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from training.errors import NotFound, UserError
 from training.store.db import Database
-from training.store.records import AliasInfo, AliasMoveInfo, ModelVersionInfo
+from training.store.records import AliasInfo, AliasMoveInfo, ModelVersionInfo, checked_text
 from training.store.runs import utcnow
 from training.store.tables import Alias, AliasMove, ModelVersion
 
@@ -72,6 +72,8 @@ class Registry:
         self.db = db
 
     def list_models(self, name: str | None = None) -> list[ModelVersionInfo]:
+        if name is not None:
+            checked_text(name, "name")
         with self.db.read() as session:
             aliases: dict[str, list[str]] = {}
             for alias in session.scalars(select(Alias).order_by(Alias.name)):
@@ -82,6 +84,7 @@ class Registry:
             return [_version(v, aliases.get(v.tag, [])) for v in session.scalars(query)]
 
     def get_version(self, tag: str) -> ModelVersionInfo:
+        checked_text(tag, "model_tag")
         with self.db.read() as session:
             version = session.get(ModelVersion, tag)
             if version is None:
@@ -112,6 +115,7 @@ class Registry:
 
     def promote(self, tag: str, alias: str) -> AliasInfo:
         check_alias_name(alias)
+        checked_text(tag, "model_tag")
         with self.db.write() as session:
             if session.get(ModelVersion, tag) is None:
                 raise NotFound(
@@ -123,6 +127,8 @@ class Registry:
         return self.get_alias(alias)
 
     def rollback(self, alias: str) -> AliasInfo:
+        if not ALIAS_NAME.fullmatch(alias):  # no alias can have this name
+            raise NotFound(f"no alias {alias!r}", field="alias")
         with self.db.write() as session:
             if session.get(Alias, alias, with_for_update=True) is None:
                 raise NotFound(f"no alias {alias!r}", field="alias")
@@ -133,6 +139,8 @@ class Registry:
         return self.get_alias(alias)
 
     def get_alias(self, alias: str) -> AliasInfo:
+        if not ALIAS_NAME.fullmatch(alias):  # no alias can have this name
+            raise NotFound(f"no alias {alias!r}", field="alias")
         with self.db.read() as session:
             row = session.get(Alias, alias)
             if row is None:

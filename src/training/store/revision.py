@@ -17,7 +17,7 @@ from sqlalchemy import inspect
 from training.errors import SchemaOutOfDate
 from training.filelock import exclusive
 from training.settings import Settings
-from training.store.db import Database, get_database
+from training.store.db import Database, available, get_database
 from training.store.tables import Base
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -39,20 +39,22 @@ def head_revision() -> str:
 
 
 def current_revision(db: Database) -> str | None:
-    with db.engine.connect() as conn:
+    with available(), db.engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
-    command.upgrade(alembic_config(db.url), revision)
+    with available():
+        command.upgrade(alembic_config(db.url), revision)
 
 
 def downgrade(db: Database, revision: str) -> None:
-    command.downgrade(alembic_config(db.url), revision)
+    with available():
+        command.downgrade(alembic_config(db.url), revision)
 
 
 def is_empty(db: Database) -> bool:
-    with db.engine.connect() as conn:
+    with available(), db.engine.connect() as conn:
         return not inspect(conn).get_table_names()
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from training.errors import Conflict, NotFound, UserError
 from training.store.db import Database
-from training.store.records import DatasetInfo, MetricPoint, RunInfo, RunPage, RunStatus
+from training.store.records import RUN_ID, DatasetInfo, MetricPoint, RunInfo, RunPage, RunStatus
 from training.store.search import RunSearch
 from training.store.tables import Experiment, LatestMetric, Metric, ModelVersion, Param, Run, Tag
 
@@ -259,9 +259,11 @@ class RunStore:
 
     def resolve_id(self, session: Session, run_id: str) -> str:
         """A full run id from itself or a unique prefix of at least six characters."""
+        if not RUN_ID.fullmatch(run_id):  # no run has it: the store need not be asked
+            raise NotFound(f"no run {run_id!r}")
         if session.get(Run, run_id) is not None:
             return run_id
-        if len(run_id) >= MIN_PREFIX and run_id.isalnum():
+        if len(run_id) >= MIN_PREFIX:
             matches = list(
                 session.scalars(select(Run.id).where(Run.id.startswith(run_id)).limit(2))
             )

@@ -12,19 +12,17 @@ value and run id, so a page stays correct while new runs arrive (no OFFSET).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Select, and_, exists, null, or_, select, true
 from sqlalchemy.orm import aliased
 
 from training.errors import UserError
+from training.store.page_token import decode as page_token_decode
+from training.store.page_token import encode as page_token_encode
+from training.store.records import checked_text
 from training.store.tables import Experiment, LatestMetric, Param, Run, Tag
 
 ATTRIBUTES: dict[str, Any] = {
@@ -42,6 +40,11 @@ ORDER_ATTRIBUTES: dict[str, Any] = {
     "end_time": Run.end_time,
 }
 NEVER_NULL = frozenset({"submitted_at", "start_time"})
+# A search's ceiling: each metric condition is one more join, and SQLite refuses a query of
+# over 64 tables (PostgreSQL's planner slows down long before): 20 keeps every query small.
+FILTER_MAX_CONDITIONS = 20
+FILTER_MAX_CHARS = 2000
+NAME_MAX_CHARS = 250  # experiment, order key: the run store's longest names
 EQUALITY_OPS = ("=", "!=")
 OPS = ("=", "!=", "<", "<=", ">", ">=")
 
@@ -109,6 +112,11 @@ def _split_key(word: str) -> tuple[Literal["metric", "param", "tag", "attribute"
 def parse_filter(text: str | None) -> list[Condition]:
     if not text or not text.strip():
         return []
+    if len(text) > FILTER_MAX_CHARS:
+        raise UserError(
+            f"filter: at most {FILTER_MAX_CHARS} characters, got {len(text)}", field="filter"
+        )
+    checked_text(text, "filter")
     tokens = _tokens(text)
     conditions: list[Condition] = []
     i = 0
@@ -140,6 +148,8 @@ def parse_filter(text: str | None) -> list[Condition]:
                 raise UserError(f"filter: {key} supports only = and !=, got {op!r}", field="filter")
             value = raw[1:-1] if value_kind == "string" else raw
         conditions.append(Condition(kind, name, op, value))
+        if len(conditions) > FILTER_MAX_CONDITIONS:
+            raise UserError(f"filter: at most {FILTER_MAX_CONDITIONS} conditions", field="filter")
         i += 3
         if i == len(tokens):
             return conditions
@@ -186,50 +196,6 @@ def _compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
         case _:
             result = column >= value
     return result
-
-
-def _encode_token(order: Order, value: Any, run_id: str) -> str:
-    if isinstance(value, datetime):
-        value = value.isoformat()
-    raw = json.dumps([order.text, value, run_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-_RUN_ID = re.compile(r"[0-9a-f]{1,32}")
-
-
-def _decode_token(order: Order, token: str) -> tuple[Any, str]:
-    """The last row of the previous page. Tokens come from clients, so every part is checked
-    (a forged value must end as a 400, never reach the database as something it refuses)."""
-    foreign = UserError("page_token: not a token this server issued", field="page_token")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        order_text, value, run_id = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise foreign from exc
-    if order_text != order.text:
-        raise UserError(
-            "page_token: issued for another ordering; start again without it", field="page_token"
-        )
-    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
-        raise foreign
-    if value is None:
-        return None, run_id
-    try:
-        if order.kind == "attribute":
-            value = datetime.fromisoformat(value)
-            if value.tzinfo is None:
-                raise foreign
-            value = value.astimezone(UTC)
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise foreign
-        else:
-            value = float(value)
-            if not math.isfinite(value):
-                raise foreign
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise foreign from exc
-    return value, run_id
 
 
 WINDOW = 2_000  # runs in sort order that window_query looks through before giving up
@@ -287,6 +253,11 @@ class RunSearch:
         experiment: str | None = None,
         status: str | None = None,
     ) -> RunSearch:
+        for field, text in (("order_by", order_by), ("experiment", experiment), ("status", status)):
+            if text is not None and len(text) > NAME_MAX_CHARS:
+                raise UserError(f"{field}: at most {NAME_MAX_CHARS} characters", field=field)
+            if text is not None:
+                checked_text(text, field)
         conditions = parse_filter(filter_text)
         if experiment:
             conditions.append(Condition("attribute", "experiment", "=", experiment))
@@ -343,7 +314,11 @@ class RunSearch:
             if order.key not in NEVER_NULL:
                 present = query.where(sort.is_not(None))
                 missing = sort.is_(None)
-        last_value, last_id = _decode_token(order, page_token) if page_token else (None, None)
+        last_value, last_id = (
+            page_token_decode(page_token, order.text, by_time=order.kind == "attribute")
+            if page_token
+            else (None, None)
+        )
         return _Pages(order, query, present, sort, tie, missing, last_value, last_id)
 
     def page_queries(self, limit: int, page_token: str | None) -> list[Select[Any]]:
@@ -396,4 +371,4 @@ class RunSearch:
         return present.add_columns(p.sort).order_by(*p.ordering).limit(limit + 1)
 
     def next_token(self, last_id: str, last_value: Any) -> str:
-        return _encode_token(self.order, last_value, last_id)
+        return page_token_encode(self.order.text, last_value, last_id)
