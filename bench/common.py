@@ -198,19 +198,11 @@ def service_command(tag: str, port: int | str) -> list[str]:
     ]
 
 
-def train_model(env: dict[str, str]) -> str:
+def train_model(env: dict[str, str], *request: str) -> str:
+    """`training train` of ``request`` (default: the iris logistic regression), its tag."""
+    request = request or ("--dataset", "iris", "--model", "logistic_regression")
     out = subprocess.run(
-        [
-            str(BIN / "training"),
-            "train",
-            "--dataset",
-            "iris",
-            "--model",
-            "logistic_regression",
-            "--cv",
-            "0",
-            "--json",
-        ],
+        [str(BIN / "training"), "train", *request, "--cv", "0", "--json"],
         env=env,
         capture_output=True,
         text=True,

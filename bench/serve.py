@@ -1,36 +1,47 @@
-"""Serving benchmark: this service vs an idiomatic BentoML service vs a bare echo, side by side.
+"""Serving benchmark: this service beside idiomatic BentoML (with and without its adaptive
+batching) and a bare echo, on a cheap model and on heavy ones, side by side in one run.
 
     .venv/bin/python bench/serve.py [--duration 10] [--concurrency 1 8 32]
+                                    [--models iris forest boosting] [--rows 1 100]
 
-One run trains the iris LogisticRegression pipeline into a temporary BentoML home, then starts
-in turn, each alone on the machine:
+Models (trained into a temporary BentoML home with `training train`):
+  iris      the iris LogisticRegression pipeline (a cheap call: the single-row path shows)
+  forest    RandomForest(100 trees) on make_classification(20000, 20 features, random_state=0)
+  boosting  HistGradientBoosting on the same data
+Servers, started one at a time, each alone on the machine, 1 worker:
   ours       src/service.py as shipped (`bentoml serve service:Prediction`, default settings)
-  idiomatic  a plain @bentoml.service class with one @bentoml.api predict on a numpy array,
-             BentoML's defaults (what a tutorial would write)
-  echo       a bare Starlette app under uvicorn that parses the JSON body and echoes it (the
-             HTTP floor: no model, no framework)
-and drives each with wrk (POST, keep-alive) at each concurrency, with 1-row and 100-row
-bodies. Prints requests/s, p50, p99, errors and the server's RSS, then the ratios.
-Needs `wrk` (Debian: apt-get install wrk).
+  idiomatic  a plain @bentoml.service with one @bentoml.api predict on a numpy array
+  batchable  the same with @bentoml.api(batchable=True): BentoML's own adaptive batching
+  echo       a bare Starlette app under uvicorn that parses the JSON body and echoes it
+wrk (POST, keep-alive) drives each at each concurrency with 1-row and 100-row bodies. Printed:
+requests/s, p50, p99, errors, CPU per request (server and children), rows per model call
+(ours: from its metrics), RSS after the run, time from start to the first answer; then the
+ratios and the issue's floors. Needs `wrk` (Debian: apt-get install wrk).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from common import (
     BIN,
-    IRIS_ROW,
-    bench_setup,
     free_port,
     service_command,
     stop,
+    train_model,
+    tree_cpu_s,
     tree_rss_mb,
-    wait_ready,
     wrk,
 )
 
@@ -46,10 +57,11 @@ class Idiomatic:
     def __init__(self) -> None:
         self.model = bentoml.sklearn.load_model(self.model_ref)
 
-    @bentoml.api
+    @bentoml.api{batching}
     def predict(self, input: np.ndarray) -> np.ndarray:
         return self.model.predict(input)
 """
+BATCHING = "(batchable=True, max_batch_size=256, max_latency_ms=1000)"
 
 ECHO = """
 from starlette.applications import Starlette
@@ -64,53 +76,294 @@ async def echo(request: Request) -> JSONResponse:
 
 app = Starlette(routes=[Route("/predict", echo, methods=["POST"])])
 """
+TRAINING = {
+    "iris": ["--dataset", "iris", "--model", "logistic_regression"],
+    "forest": ["--target", "label", "--model", "random_forest", "--param", "n_estimators=100"],
+    "boosting": ["--target", "label", "--model", "hist_gradient_boosting"],
+}
 
 
 @dataclass
 class Result:
     server: str
+    model: str
     rows: int
     concurrency: int
     rps: float
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_ms: float
+    batch_rows: float | None
     rss_mb: float
+    idle_rss_mb: float
+    start_s: float
+
+
+def _train(model: str, work: Path, env: dict[str, str]) -> str:
+    args = list(TRAINING[model])
+    if model != "iris":
+        csv = work / "classification.csv"
+        if not csv.exists():
+            import pandas as pd
+            from sklearn.datasets import make_classification
+
+            X, y = make_classification(20000, n_features=20, random_state=0)
+            frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(20)])
+            frame["label"] = y
+            frame.to_csv(csv, index=False)
+        args = ["--dataset", str(csv), *args]
+    return train_model(env, *args)
+
+
+def _bodies(tag: str, work: Path, env: dict[str, str], rows: list[int]) -> dict[str, Path]:
+    """Request bodies: ours (rows keyed by feature) and idiomatic (a plain array)."""
+    code = (
+        "import json, sys, bentoml\n"
+        "from training.serving.card import ModelCard\n"
+        "card = ModelCard.from_stored(bentoml.models.get(sys.argv[1]))\n"
+        "print(json.dumps(card.features.sample_rows(int(sys.argv[2]))))\n"
+    )
+    sample = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code, tag, str(max(rows))],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    paths: dict[str, Path] = {}
+    for n in rows:
+        stem = tag.replace(":", "-")
+        ours, plain = work / f"{stem}-ours-{n}.json", work / f"{stem}-plain-{n}.json"
+        ours.write_text(json.dumps({"instances": sample[:n]}))
+        plain.write_text(json.dumps({"input": [list(r.values()) for r in sample[:n]]}))
+        paths[f"ours-{n}"], paths[f"plain-{n}"] = ours, plain
+    return paths
+
+
+def _batch_rows(url: str) -> tuple[float, float]:
+    """Sum and count of ours' rows-per-model-call histogram."""
+    total = count = 0.0
+    for line in httpx.get(url.replace("/predict", "/metrics"), timeout=10).text.splitlines():
+        if line.startswith("prediction_batch_rows_sum{"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("prediction_batch_rows_count{"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+def _start(
+    command: list[str], env: dict[str, str], work: Path, body: Path, log: Path
+) -> tuple[subprocess.Popen[bytes], str, float]:
+    port = free_port()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [part.format(port=port) for part in command],
+        env=env,
+        cwd=work,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/predict"
+    while time.monotonic() - started < 120:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{command[:3]} exited with {proc.returncode}; see {log}")
+        try:
+            answer = httpx.post(
+                url,
+                content=body.read_bytes(),
+                headers={"content-type": "application/json"},
+                timeout=5,
+            )
+            if answer.status_code == 200:
+                return proc, url, time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready after 120 s")
+
+
+def _cells(
+    server: str,
+    model: str,
+    command: list[str],
+    paths: dict[str, Path],
+    args: argparse.Namespace,
+    work: Path,
+    env: dict[str, str],
+) -> list[Result]:
+    kind = "ours" if server in ("ours", "echo") else "plain"
+    proc, url, start_s = _start(command, env, work, paths[f"{kind}-1"], work / f"{server}.log")
+    time.sleep(1)
+    idle = tree_rss_mb(proc.pid)  # after one answer, before any load
+    results: list[Result] = []
+    try:
+        for rows in args.rows:
+            body = paths[f"{kind}-{rows}"]
+            wrk(url, body, 8, 2, work)  # warm-up
+            for concurrency in args.concurrency:
+                before_cpu = tree_cpu_s(proc.pid)
+                before_rows = _batch_rows(url) if server == "ours" else (0.0, 0.0)
+                rps, p50, p99, errors = wrk(url, body, concurrency, args.duration, work)
+                cpu = tree_cpu_s(proc.pid) - before_cpu
+                batch = None
+                if server == "ours":
+                    after = _batch_rows(url)
+                    calls = after[1] - before_rows[1]
+                    batch = (after[0] - before_rows[0]) / calls if calls else None
+                requests = max(1.0, rps * args.duration)
+                results.append(
+                    Result(
+                        server,
+                        model,
+                        rows,
+                        concurrency,
+                        rps,
+                        p50,
+                        p99,
+                        errors,
+                        cpu / requests * 1000,
+                        batch,
+                        tree_rss_mb(proc.pid),
+                        idle,
+                        start_s,
+                    )
+                )
+                print(
+                    f"  {server:9} {model:8} rows={rows:<3} c={concurrency:<2} {rps:7.0f} req/s",
+                    file=sys.stderr,
+                )
+    finally:
+        stop(proc)
+    return results
+
+
+def _report(results: list[Result], args: argparse.Namespace) -> None:
+    print(f"\nwrk {args.duration} s per cell; servers started one at a time, 1 worker each\n")
+    head = (
+        "server",
+        "model",
+        "rows",
+        "conc",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "CPU ms/req",
+        "rows/call",
+        "RSS MB",
+        "start s",
+    )
+    print("{:10} {:8} {:>4} {:>4} {:>7} {:>8} {:>8} {:>6} {:>10} {:>9} {:>6} {:>7}".format(*head))
+    for r in results:
+        batch = f"{r.batch_rows:9.1f}" if r.batch_rows is not None else f"{'-':>9}"
+        print(
+            f"{r.server:10} {r.model:8} {r.rows:4} {r.concurrency:4} {r.rps:7.0f} "
+            f"{r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:6} {r.cpu_ms:10.2f} {batch} "
+            f"{r.rss_mb:6.0f} {r.start_s:7.2f}"
+        )
+    cell = {(r.server, r.model, r.rows, r.concurrency): r for r in results}
+    print(
+        f"\n{'model':8} {'rows':>4} {'conc':>4} {'ours/idiomatic':>15} {'ours/batchable':>15} "
+        f"{'ours/echo':>10}"
+    )
+    for model in args.models:
+        for rows in args.rows:
+            for c in args.concurrency:
+                ours = cell.get(("ours", model, rows, c))
+                if ours is None:
+                    continue
+                ratios = []
+                for peer in (("idiomatic", model), ("batchable", model), ("echo", "-")):
+                    other = cell.get((*peer, rows, c))
+                    ratios.append(f"{ours.rps / other.rps:.2f}x" if other else "-")
+                print(f"{model:8} {rows:4} {c:4} {ratios[0]:>15} {ratios[1]:>15} {ratios[2]:>10}")
+    _floors(cell, results, args)
+
+
+def _floors(
+    cell: dict[tuple[str, str, int, int], Result], results: list[Result], args: argparse.Namespace
+) -> None:
+    top = max(args.concurrency)
+    print("\nfloors (issue 11):")
+    forest, batchable = (
+        cell.get(("ours", "forest", 1, top)),
+        cell.get(("batchable", "forest", 1, top)),
+    )
+    if forest and batchable:
+        print(
+            f"  forest 1 row c{top}: {forest.rps / batchable.rps:.2f}x BentoML batchable "
+            f"(>= 1.5x), p99 {forest.p99_ms:.0f} ms (<= 150), errors {forest.errors}"
+        )
+    iris, idiomatic = cell.get(("ours", "iris", 1, top)), cell.get(("idiomatic", "iris", 1, top))
+    if iris and idiomatic:
+        print(
+            f"  iris 1 row c{top}: {iris.rps / idiomatic.rps:.2f}x idiomatic (>= 4.5x), "
+            f"p99 {iris.p99_ms:.1f} ms (<= 25)"
+        )
+    ours = [r for r in results if r.server == "ours"]
+    if ours:
+        firsts = [
+            r for r in results if r.rows == args.rows[0] and r.concurrency == args.concurrency[0]
+        ]
+        print("  idle RSS (<= 300 MB) and start (<= 3.5 s), server and worker, one run each:")
+        for r in firsts:
+            print(f"    {r.server:9} {r.model:8} {r.idle_rss_mb:5.0f} MB {r.start_s:6.2f} s")
 
 
 def main() -> None:
-    args, work, env, tag = bench_setup("serve", __doc__ or "")
-    (work / "idiomatic.py").write_text(IDIOMATIC.format(tag=tag))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--models", nargs="+", default=list(TRAINING), choices=list(TRAINING))
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 100])
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        default=["ours", "idiomatic", "batchable", "echo"],
+        choices=["ours", "idiomatic", "batchable", "echo"],
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/serve.py needs wrk: apt-get install wrk")
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(work / "bentoml"),
+        "DATA_DIR": str(work / "data"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "SERVICE_WORKERS": "1",
+    }
+    env.pop("DATABASE_URL", None)
     (work / "echo.py").write_text(ECHO)
-
-    bodies: dict[str, dict[int, Path]] = {"ours": {}, "idiomatic": {}, "echo": {}}
-    for rows in (1, 100):
-        ours = work / f"ours-{rows}.json"
-        ours.write_text(json.dumps({"instances": [IRIS_ROW] * rows}))
-        idiomatic = work / f"idiomatic-{rows}.json"
-        idiomatic.write_text(json.dumps({"input": [list(IRIS_ROW.values())] * rows}))
-        bodies["ours"][rows] = bodies["echo"][rows] = ours
-        bodies["idiomatic"][rows] = idiomatic
-
-    servers = {
-        "ours": (
-            service_command(tag, "{port}"),
-            {"ACCESS_LOG": "true"},
-        ),
-        "idiomatic": (
-            [
-                str(BIN / "bentoml"),
-                "serve",
-                "idiomatic:Idiomatic",
-                "--working-dir",
-                str(work),
-                "--port",
-                "{port}",
-            ],
-            {},
-        ),
-        "echo": (
-            [
+    results: list[Result] = []
+    for model in args.models:
+        print(f"training {model} in {work} ...", file=sys.stderr)
+        tag = _train(model, work, env)
+        paths = _bodies(tag, work, env, args.rows)
+        for server in args.servers:
+            if server == "echo":
+                continue
+            command = service_command(tag, "{port}")
+            if server != "ours":
+                batching = BATCHING if server == "batchable" else ""
+                (work / f"{server}.py").write_text(IDIOMATIC.format(tag=tag, batching=batching))
+                command = [
+                    str(BIN / "bentoml"),
+                    "serve",
+                    f"{server}:Idiomatic",
+                    "--working-dir",
+                    str(work),
+                    "--port",
+                    "{port}",
+                ]
+            results += _cells(server, model, command, paths, args, work, env)
+        if "echo" in args.servers and not any(r.server == "echo" for r in results):
+            command = [
                 str(BIN / "uvicorn"),
                 "echo:app",
                 "--app-dir",
@@ -119,66 +372,12 @@ def main() -> None:
                 "{port}",
                 "--log-level",
                 "warning",
-            ],
-            {},
-        ),
-    }
-    results: list[Result] = []
-    for name, (command, extra_env) in servers.items():
-        port = free_port()
-        log = (work / f"{name}.log").open("wb")
-        proc = subprocess.Popen(
-            [part.format(port=port) for part in command],
-            env={**env, **extra_env},
-            cwd=work,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}/predict"
-        try:
-            wait_ready(url, bodies[name][1].read_bytes(), proc)
-            for rows in (1, 100):
-                wrk(url, bodies[name][rows], 8, 2, work)  # warm-up
-                for concurrency in args.concurrency:
-                    rps, p50, p99, errors = wrk(
-                        url, bodies[name][rows], concurrency, args.duration, work
-                    )
-                    result = Result(
-                        name, rows, concurrency, rps, p50, p99, errors, tree_rss_mb(proc.pid)
-                    )
-                    results.append(result)
-                    print(
-                        f"  {name:9} rows={rows:<3} c={concurrency:<2} {rps:8.0f} req/s",
-                        file=sys.stderr,
-                    )
-        finally:
-            stop(proc)
-            log.close()
-
-    print(f"\nmodel {tag}; wrk {args.duration} s per cell; servers started one at a time\n")
-    head = ("server", "rows", "conc", "req/s", "p50 ms", "p99 ms", "errors", "RSS MB")
-    print("{:10} {:>4} {:>4} {:>9} {:>8} {:>8} {:>6} {:>7}".format(*head))
-    for r in results:
-        cells = (r.server, r.rows, r.concurrency, r.rps, r.p50_ms, r.p99_ms, r.errors, r.rss_mb)
-        print("{:10} {:4} {:4} {:9.0f} {:8.2f} {:8.2f} {:6} {:7.0f}".format(*cells))
-    by_key = {(r.server, r.rows, r.concurrency): r for r in results}
-    print(f"\n{'rows':>4} {'conc':>4} {'ours/idiomatic':>15} {'ours/echo':>10}")
-    for rows in (1, 100):
-        for concurrency in args.concurrency:
-            ours = by_key[("ours", rows, concurrency)]
-            idiomatic = by_key[("idiomatic", rows, concurrency)]
-            echo = by_key[("echo", rows, concurrency)]
-            versus_idiomatic, versus_echo = ours.rps / idiomatic.rps, ours.rps / echo.rps
-            print(f"{rows:4} {concurrency:4} {versus_idiomatic:14.2f}x {versus_echo:9.2f}x")
-    floor = (
-        by_key[("ours", 1, max(args.concurrency))].rps
-        / by_key[("idiomatic", 1, max(args.concurrency))].rps
-    )
-    errors = sum(r.errors for r in results if r.server == "ours")
-    print(
-        f"\nfloor (issue 3): single-row req/s at c={max(args.concurrency)} >= 2x idiomatic: "
-        f"{floor:.2f}x; errors in ours: {errors}"
-    )
+            ]
+            results += [
+                Result(**{**r.__dict__, "model": "-"})
+                for r in _cells("echo", model, command, paths, args, work, env)
+            ]
+    _report(results, args)
 
 
 if __name__ == "__main__":

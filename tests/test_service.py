@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -364,3 +365,69 @@ def test_a_request_past_the_timeout_is_a_json_504_counted_and_logged_as_one(iris
     assert not any(
         x.startswith("prediction_requests_total{") and 'status="500"' in x for x in metrics
     )
+
+
+# -- batching: a model dear enough to batch (a forest) under concurrent requests ---------------
+
+
+def distinct_rows(i: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "size": round(0.37 * i + j, 2),
+            "colour": ("red", "blue", "green")[(i + j) % 3],
+            "indoor": bool((i + j) % 2),
+        }
+        for j in range(1 + i % 5)
+    ]
+
+
+def concurrently(server: Server, bodies: list[tuple[str, Any]]) -> list[httpx.Response]:
+    def send(item: tuple[str, Any]) -> httpx.Response:
+        path, body = item
+        return httpx.post(f"{server.url}{path}", json=body, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        return list(pool.map(send, bodies))
+
+
+def batch_calls(server: Server) -> float:
+    lines = httpx.get(f"{server.url}/metrics").text.splitlines()
+    return sum(
+        float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith("prediction_batch_rows_count{")
+    )
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_rows(
+    mixed: Server, mixed_model: str
+) -> None:
+    requests = [distinct_rows(i) for i in range(96)]
+    calls_before = batch_calls(mixed)
+    bodies = [
+        ("/predict" if i % 2 else "/predict_proba", {"instances": r})
+        for i, r in enumerate(requests)
+    ]
+    responses = concurrently(mixed, bodies)
+    for i, (rows, response) in enumerate(zip(requests, responses, strict=True)):
+        assert response.status_code == 200, response.text
+        if i % 2:
+            assert response.json()["predictions"] == in_process(mixed_model, "predict", rows)
+        else:
+            got = [list(p.values()) for p in response.json()["probabilities"]]
+            assert np.allclose(got, in_process(mixed_model, "predict_proba", rows))
+    assert batch_calls(mixed) - calls_before < len(requests)  # fewer model calls than requests
+    metrics = httpx.get(f"{mixed.url}/metrics").text
+    label = f'model_tag="{mixed_model}"'
+    for name in ("prediction_batch_rows_bucket{", "prediction_queue_wait_seconds_bucket{"):
+        assert any(x.startswith(name) and label in x for x in metrics.splitlines()), name
+
+
+def test_a_bad_request_in_a_busy_batch_fails_alone(mixed: Server, mixed_model: str) -> None:
+    good = [distinct_rows(i) for i in range(40)]
+    bad = {"instances": [{"size": 1.0, "colour": "purple", "indoor": True}]}
+    bodies: list[tuple[str, Any]] = [("/predict", {"instances": r}) for r in good]
+    bodies[20:20] = [("/predict", bad)] * 4
+    responses = concurrently(mixed, bodies)
+    refused = [r for r in responses if r.status_code == 400]
+    assert len(refused) == 4 and all(r.json()["detail"][0]["feature"] == "colour" for r in refused)
+    answered = [r.json()["predictions"] for r in responses if r.status_code == 200]
+    assert answered == [in_process(mixed_model, "predict", r) for r in good]

@@ -2,7 +2,8 @@
 
 Training records the schema in the model's metadata; the prediction service reads it back from
 the model store and validates every row against it, so a bento needs no run database. This
-module is imported by the service: it must stay light (stdlib, numpy, pydantic).
+module is imported by the service: it must stay light (stdlib and pydantic; numpy only where
+a matrix is made, so the process that merely supervises the workers never loads it).
 
 Layout of the matrix, the same in training and serving: one column per feature in schema
 order; float64 when every feature is numeric, otherwise an object array; a missing value is
@@ -12,12 +13,13 @@ NaN in both (the pipeline imputes it).
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated, Any, Literal, Optional, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, cast
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 from typing_extensions import TypedDict
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 FeatureType = Literal["number", "boolean", "string"]
 
@@ -83,8 +85,28 @@ class FeatureSchema(RootModel[tuple[Feature, ...]]):
         setattr(row, "__pydantic_config__", ConfigDict(extra="forbid", strict=True))  # noqa: B010
         return cast(type, row)
 
+    def sample_rows(self, n: int) -> list[dict[str, Any]]:
+        """``n`` valid rows spread over what training saw (for timing the model at start)."""
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        rows: list[dict[str, Any]] = [{} for _ in range(n)]
+        for f in self.root:
+            for i, row in enumerate(rows):
+                if f.type == "number":
+                    low = f.minimum if f.minimum is not None else 0.0
+                    high = f.maximum if f.maximum is not None else 1.0
+                    row[f.name] = float(rng.uniform(low, high)) if high > low else low
+                elif f.type == "boolean":
+                    row[f.name] = bool(i % 2)
+                else:
+                    row[f.name] = (f.categories or (None,))[i % len(f.categories or (None,))]
+        return rows
+
     def to_matrix(self, rows: list[dict[str, Any]]) -> npt.NDArray[Any]:
         """Lay validated rows out for the pipeline (see the module docstring)."""
+        import numpy as np  # loaded once; afterwards a dictionary lookup
+
         names = self.names
         if self.numeric:
             # None becomes NaN and booleans 1.0/0.0 in a float64 array.

@@ -9,6 +9,8 @@ It does, in one pass (each extra middleware layer costs on every request):
   gets a JSON 413 (uvicorn and BentoML have no limit of their own);
 - API keys, when required: a missing or wrong key is a JSON 401 before anything else runs;
 - HEAD on the health routes, which the edge's checks may use (BentoML answers them 405);
+- the answers of the API routes themselves, once the worker has its model (``Answers``):
+  BentoML's request handling behind this layer cost more than half a single-row request;
 - metrics by model tag and the access line, for the API routes.
 """
 
@@ -18,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from training.serving.answers import ENDPOINTS, Answers
 from training.serving.exchange import (
     ASGIApp,
     Exchange,
@@ -46,6 +49,39 @@ def _declared_length(scope: Scope) -> int | None:
         if name == b"content-length":
             return int(value) if value.isdigit() else None
     return None
+
+
+async def _read(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _captured(app: ASGIApp, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+    """The status and body of the app's answer, kept instead of sent."""
+    status, chunks = 500, []
+
+    async def keep(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, keep)
+    return status, b"".join(chunks)
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    length = (b"content-length", str(len(body)).encode())
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _json_or_unsaid(scope: Scope) -> bool:
@@ -79,6 +115,7 @@ class ServiceHTTP:
         observe: Callable[[str, int, float], None],
         keys: KeyStore | None,
         timeout_s: float,
+        answers: Answers | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
@@ -87,6 +124,7 @@ class ServiceHTTP:
         self.access_log_enabled = access_log_enabled
         self.observe = observe
         self.timeout_s = timeout_s
+        self.answers = answers
         self._too_large = f"request body is larger than {max_body_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,9 +168,30 @@ class ServiceHTTP:
                 except BodyTooLarge:
                     await exchange.refuse(413, self._too_large)
                     return
-            await self.app(scope, receive, send)
+            await self._direct(scope, receive, send)
 
         await exchange.run(limited, scope, receive, self.timeout_s)
+
+    async def _direct(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The API routes answered here when the model is loaded; all else by BentoML."""
+        answers, path, method = self.answers, scope["path"], scope["method"]
+        if answers is None or not answers.ready:
+            await self.app(scope, receive, send)
+        elif method == "POST" and path in ENDPOINTS:
+            status, body = await answers.parsed(ENDPOINTS[path], await _read(receive))
+            await _send(send, status, answers.raw_headers, body)
+        elif path == "/model":  # not a BentoML route: its methods are answered here
+            if method in ("GET", "HEAD"):
+                await _send(send, 200, answers.raw_headers, answers.card_json)
+            else:
+                await _send(send, 405, [(b"allow", b"GET, HEAD")], b"")
+        elif method == "GET" and path == "/docs.json":
+            status, body = await _captured(self.app, scope, receive)
+            if status == 200:
+                body = answers.document(body)
+            await _send(send, status, [(b"content-type", b"application/json")], body)
+        else:
+            await self.app(scope, receive, send)
 
     def _record(self, scope: Scope, exchange: Exchange, elapsed: float) -> None:
         """Metrics and the access-log line of an API request."""

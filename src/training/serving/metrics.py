@@ -9,6 +9,7 @@ from typing import Any
 
 import bentoml
 
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -37,13 +38,42 @@ class ServiceMetrics:
             documentation="Rows predicted.",
             labelnames=labels,
         )
+        self.batch_rows: Any = bentoml.metrics.Histogram(
+            name="prediction_batch_rows",
+            documentation="Rows per model call (several requests' rows when batched).",
+            labelnames=["model_tag", "method"],
+            buckets=_BATCH_BUCKETS,
+        )
+        self.queue_wait: Any = bentoml.metrics.Histogram(
+            name="prediction_queue_wait_seconds",
+            documentation="Time a request waited for its batch to start.",
+            labelnames=["model_tag", "method"],
+            buckets=_LATENCY_BUCKETS,
+        )
+
+        # Labelled children looked up once: prometheus_client's labels() costs a few
+        # microseconds a call, and a request makes five of them.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (str(id(metric)), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(self.model_tag, *labels)
+        return child
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         code = str(status)
-        self.requests.labels(self.model_tag, endpoint, code).inc()
+        self._child(self.requests, endpoint, code).inc()
         if status >= 400:
-            self.errors.labels(self.model_tag, endpoint, code).inc()
-        self.latency.labels(self.model_tag, endpoint).observe(seconds)
+            self._child(self.errors, endpoint, code).inc()
+        self._child(self.latency, endpoint).observe(seconds)
 
     def predicted(self, endpoint: str, rows: int) -> None:
-        self.rows.labels(self.model_tag, endpoint).inc(rows)
+        self._child(self.rows, endpoint).inc(rows)
+
+    def batched(self, method: str, rows: int) -> None:
+        self._child(self.batch_rows, method).observe(rows)
+
+    def waited(self, method: str, seconds: float) -> None:
+        self._child(self.queue_wait, method).observe(seconds)

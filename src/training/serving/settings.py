@@ -69,6 +69,18 @@ class ServiceSettings(ProjectSettings):
     predict_max_rows: int = Field(
         default=1000, ge=1, le=100_000, description="Most rows one prediction request may carry."
     )
+    predict_max_batch_rows: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Most rows one model call may take when requests are batched.",
+    )
+    predict_max_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=1000,
+        description="Longest a request may wait for more requests to join its batch (ms).",
+    )
     max_body_bytes: int = Field(
         default=1_048_576,
         ge=1024,
