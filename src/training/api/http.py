@@ -15,7 +15,6 @@ from training.serving.exchange import (
     Scope,
     Send,
     loggable_path,
-    oversize_headers,
 )
 
 access_log = logging.getLogger("training.access")
@@ -31,7 +30,7 @@ class Exchanges:
             return
         started = time.perf_counter()
         exchange = Exchange(scope, send)
-        oversize = oversize_headers(scope)
+        oversize = exchange.oversize()
         try:
             if oversize is not None:
                 await exchange.refuse(431, oversize)

@@ -42,14 +42,6 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 log = logging.getLogger("training.http")
 
 
-def request_id_of(scope: Scope) -> bytes:
-    """The edge's X-Request-ID if it is well-formed, else a new one."""
-    for name, value in scope["headers"]:
-        if name == b"x-request-id" and _REQUEST_ID.match(value):
-            return bytes(value)
-    return uuid.uuid4().hex.encode()
-
-
 def error_body(message: str, detail: list[Any] | None = None, request_id: str = "") -> bytes:
     """The one shape of every error: error, detail[], request_id."""
     data = {"error": message, "detail": detail or [], "request_id": request_id}
@@ -103,12 +95,11 @@ def loggable_path(scope: Scope) -> str:
     return KEY.sub(lambda m: f"tk_{m.group(1)}_<redacted>", str(scope["path"]))
 
 
-def oversize_headers(scope: Scope) -> str | None:
-    """Why a request's headers are refused (431), or None."""
-    size = sum(len(name) + len(value) for name, value in scope["headers"])
-    if size <= HEADERS_MAX_BYTES:
-        return None
-    return f"request headers are {size} bytes, more than {HEADERS_MAX_BYTES}"
+async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """One whole answer: its start (headers and Content-Length), then its body."""
+    length = (b"content-length", str(len(body)).encode())
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class Exchange:
@@ -116,7 +107,21 @@ class Exchange:
 
     def __init__(self, scope: Scope, send: Send, validation: bool = False) -> None:
         self.downstream = send
-        self.request_id = request_id_of(scope)
+        # The request's headers, read in one pass: what both services' rules look at.
+        presented, size = b"", 0
+        self.content_length: int | None = None  # None: chunked or no body
+        self.content_type: bytes | None = None  # its media type, without parameters
+        for name, value in scope["headers"]:
+            size += len(name) + len(value)
+            if name == b"x-request-id" and _REQUEST_ID.match(value):
+                presented = bytes(value)
+            elif name == b"content-length":
+                self.content_length = int(value) if value.isdigit() else None
+            elif name == b"content-type":
+                self.content_type = value.split(b";")[0].strip().lower()
+        self.header_bytes = size
+        # The edge's X-Request-ID if it is well-formed, else a new one.
+        self.request_id = presented or uuid.uuid4().hex.encode()
         self.rid = self.request_id.decode()
         self.validation = validation
         self.shape_errors = scope["method"] != "HEAD"  # a HEAD answer has no body to shape
@@ -126,6 +131,12 @@ class Exchange:
         self._held: Message | None = None
         self._held_body: list[bytes] = []
         request_id.set(self.rid)
+
+    def oversize(self) -> str | None:
+        """Why the request's headers are refused (431), or None."""
+        if self.header_bytes <= HEADERS_MAX_BYTES:
+            return None
+        return f"request headers are {self.header_bytes} bytes, more than {HEADERS_MAX_BYTES}"
 
     async def send(self, message: Message) -> None:
         if self.timed_out:
@@ -162,27 +173,18 @@ class Exchange:
         """Answer in the one shape without the app (a refused key, a body over the limit)."""
         self.started = True
         self.status = status
-        body = error_body(message, [], self.rid)
         headers = [
             (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
             (b"x-request-id", self.request_id),
             *(extra or []),
         ]
-        await self.downstream({"type": "http.response.start", "status": status, "headers": headers})
-        await self.downstream({"type": "http.response.body", "body": body})
+        await respond(self.downstream, status, headers, error_body(message, [], self.rid))
 
     async def run(
         self, app: ASGIApp, scope: Scope, receive: Receive, timeout_s: float | None = None
     ) -> None:
         """The app answers this request, or a JSON 504 past ``timeout_s`` without an answer, or
         a JSON 500 for an exception it let escape."""
-        if timeout_s is None:
-            try:
-                await app(scope, receive, self.send)
-            except Exception:  # noqa: BLE001 - the catch-all: logged under its request id
-                await self.crashed()
-            return
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -195,7 +197,7 @@ class Exchange:
             self.timed_out = True
             task.cancel()
 
-        timer = loop.call_later(timeout_s, expire)
+        timer = loop.call_later(timeout_s, expire) if timeout_s is not None else None
         try:
             await app(scope, receive, self.send)
         except asyncio.CancelledError:
@@ -205,7 +207,8 @@ class Exchange:
         except Exception:  # noqa: BLE001 - the catch-all: logged under its request id
             await self.crashed()
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
         if answered:
             await answered[0]
 

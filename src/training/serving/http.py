@@ -29,7 +29,7 @@ from training.serving.exchange import (
     RequestIdInLogs,
     Scope,
     Send,
-    oversize_headers,
+    respond,
 )
 from training.serving.keys import KeyStore, presented_key
 
@@ -43,21 +43,19 @@ class BodyTooLarge(Exception):
     pass
 
 
-def _declared_length(scope: Scope) -> int | None:
-    """The declared body length; None when the body is chunked or absent."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
-
-
-async def _read(receive: Receive) -> bytes:
+async def _read(receive: Receive, limit: int | None = None) -> bytes:
+    """A request's whole body; BodyTooLarge past ``limit`` bytes."""
     chunks: list[bytes] = []
+    seen = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if limit is not None and seen > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
@@ -78,19 +76,8 @@ async def _captured(app: ASGIApp, scope: Scope, receive: Receive) -> tuple[int, 
     return status, b"".join(chunks)
 
 
-async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    length = (b"content-length", str(len(body)).encode())
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _json_or_unsaid(scope: Scope) -> bool:
-    """The body is JSON, or its type is not given (read as JSON)."""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            media: bytes = value.split(b";")[0].strip().lower()
-            return media == b"application/json" or media.endswith(b"+json")
-    return True
+def _json(media: bytes) -> bool:
+    return media == b"application/json" or media.endswith(b"+json")
 
 
 def _without_body(send: Send) -> Send:
@@ -143,11 +130,12 @@ class ServiceHTTP:
                 self._record(scope, exchange, time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive, exchange: Exchange) -> None:
-        oversize = oversize_headers(scope)
+        oversize = exchange.oversize()
         if oversize is not None:
             await exchange.refuse(431, oversize)
             return
-        if scope["method"] == "POST" and not _json_or_unsaid(scope):
+        media = exchange.content_type  # none given: read as JSON
+        if scope["method"] == "POST" and media is not None and not _json(media):
             await exchange.refuse(415, "send the body as Content-Type: application/json")
             return
         if self.keys is not None and scope["path"] in API_PATHS:
@@ -155,7 +143,7 @@ class ServiceHTTP:
             if refusal is not None:
                 await exchange.refuse(401, refusal, [(b"www-authenticate", b"Bearer")])
                 return
-        declared = _declared_length(scope)
+        declared = exchange.content_length
         if declared is not None and declared > self.max_body_bytes:
             await exchange.refuse(413, self._too_large)
             return
@@ -179,17 +167,17 @@ class ServiceHTTP:
             await self.app(scope, receive, send)
         elif method == "POST" and path in ENDPOINTS:
             status, body = await answers.parsed(ENDPOINTS[path], await _read(receive))
-            await _send(send, status, answers.raw_headers, body)
+            await respond(send, status, answers.raw_headers, body)
         elif path == "/model":  # not a BentoML route: its methods are answered here
             if method in ("GET", "HEAD"):
-                await _send(send, 200, answers.raw_headers, answers.card_json)
+                await respond(send, 200, answers.raw_headers, answers.card_json)
             else:
-                await _send(send, 405, [(b"allow", b"GET, HEAD")], b"")
+                await respond(send, 405, [(b"allow", b"GET, HEAD")], b"")
         elif method == "GET" and path == "/docs.json":
             status, body = await _captured(self.app, scope, receive)
             if status == 200:
                 body = answers.document(body)
-            await _send(send, status, [(b"content-type", b"application/json")], body)
+            await respond(send, status, [(b"content-type", b"application/json")], body)
         else:
             await self.app(scope, receive, send)
 
@@ -226,26 +214,14 @@ class ServiceHTTP:
         Counting while the app reads would raise inside BentoML, which answers any exception
         with a 500; reading first keeps the 413 ours. Only chunked requests pay for it.
         """
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.max_body_bytes:
-                raise BodyTooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        body = await _read(receive, self.max_body_bytes)
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         return replay

@@ -53,10 +53,10 @@ class ServiceMetrics:
 
         # Labelled children looked up once: prometheus_client's labels() costs a few
         # microseconds a call, and a request makes five of them.
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
-        key = (str(id(metric)), *labels)
+        key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(self.model_tag, *labels)
