@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from training.api.deps import SettingsDep
+from training.api.deps import SettingsDep, media_of
 from training.api.errors import responses
 from training.api.schemas import Datasets, DatasetSummary, json_response
 from training.errors import TooLarge, UnsupportedMediaType
@@ -29,10 +29,11 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 )
 async def upload_dataset(request: Request, settings: SettingsDep) -> Response:
     """A CSV body (text/csv), stored by content hash; its id is a `dataset` for POST /runs."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "text/csv":
+    media = media_of(request)
+    if media != b"text/csv":
+        shown = media.decode("latin-1") or "nothing"
         raise UnsupportedMediaType(
-            f"send the CSV as Content-Type: text/csv, not {media or 'nothing'}", field="body"
+            f"send the CSV as Content-Type: text/csv, not {shown}", field="body"
         )
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from training.errors import UnsupportedMediaType
 from training.jobs.executor import Executor
+from training.serving.exchange import is_json, media_type
 from training.settings import ServerSettings
 from training.store.registry import Registry
 from training.store.runs import RunStore
@@ -57,13 +58,19 @@ async def _context(request: Request) -> Context:
     return context_of(request)
 
 
+def media_of(request: Request) -> bytes:
+    """The request's media type (b"" for none), read by the rule both services keep."""
+    return media_type(next((v for k, v in request.headers.raw if k == b"content-type"), b""))
+
+
 async def json_body(request: Request) -> None:
     """A route that takes a JSON body refuses another media type with a 415 (a body without
     a Content-Type is read as JSON)."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media and media != "application/json" and not media.endswith("+json"):
+    media = media_of(request)
+    if media and not is_json(media):
         raise UnsupportedMediaType(
-            f"send the body as Content-Type: application/json, not {media}", field="body"
+            f"send the body as Content-Type: application/json, not {media.decode('latin-1')}",
+            field="body",
         )
 
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from anyio.to_thread import run_sync
 
-from training.serving.predictor import Method, PredictionError, Predictor, Row
+from training.serving.predictor import Method, Predictor, Row
 
 INLINE_S = 0.0005
 THREAD_S = 0.001
@@ -142,10 +142,8 @@ class Batcher:
         if not self._busy:
             self._busy = True
             self._drainer = loop.create_task(self._drain())
-        result = await job.future  # a timed-out request cancels it: the batch skips it
-        if isinstance(result, PredictionError):
-            raise result
-        return list(result)
+        # A timed-out request cancels its future: the batch skips it.
+        return list(await job.future)
 
     def _timed_one(self, rows: list[Row]) -> list[Any]:
         started = time.perf_counter()
@@ -198,7 +196,7 @@ class Batcher:
         for job, answer in zip(batch, answers, strict=True):
             if job.future.done():
                 continue
-            if isinstance(answer, Exception) and not isinstance(answer, PredictionError):
+            if isinstance(answer, Exception):  # a PredictionError, or the call's failure
                 job.future.set_exception(answer)
             else:
                 job.future.set_result(answer)

@@ -89,6 +89,15 @@ def shape_error(status: int, body: bytes, request_id: str, *, validation: bool =
     return error_body(message, detail, request_id)
 
 
+def media_type(content_type: bytes) -> bytes:
+    """A Content-Type's media type: without parameters, in lower case."""
+    return content_type.split(b";")[0].strip().lower()
+
+
+def is_json(media: bytes) -> bool:
+    return media == b"application/json" or media.endswith(b"+json")
+
+
 def loggable_path(scope: Scope) -> str:
     """The path for an access line: never the query string, and an API key that a client put
     in the path (by mistake) cut to its public id."""
@@ -118,7 +127,7 @@ class Exchange:
             elif name == b"content-length":
                 self.content_length = int(value) if value.isdigit() else None
             elif name == b"content-type":
-                self.content_type = value.split(b";")[0].strip().lower()
+                self.content_type = media_type(value)
         self.header_bytes = size
         # The edge's X-Request-ID if it is well-formed, else a new one.
         self.request_id = presented or uuid.uuid4().hex.encode()

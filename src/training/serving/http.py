@@ -29,6 +29,7 @@ from training.serving.exchange import (
     RequestIdInLogs,
     Scope,
     Send,
+    is_json,
     respond,
 )
 from training.serving.keys import KeyStore, presented_key
@@ -74,10 +75,6 @@ async def _captured(app: ASGIApp, scope: Scope, receive: Receive) -> tuple[int, 
 
     await app(scope, receive, keep)
     return status, b"".join(chunks)
-
-
-def _json(media: bytes) -> bool:
-    return media == b"application/json" or media.endswith(b"+json")
 
 
 def _without_body(send: Send) -> Send:
@@ -135,7 +132,7 @@ class ServiceHTTP:
             await exchange.refuse(431, oversize)
             return
         media = exchange.content_type  # none given: read as JSON
-        if scope["method"] == "POST" and media is not None and not _json(media):
+        if scope["method"] == "POST" and media is not None and not is_json(media):
             await exchange.refuse(415, "send the body as Content-Type: application/json")
             return
         if self.keys is not None and scope["path"] in API_PATHS:
