@@ -85,9 +85,14 @@ class Supervisor:
         now = time.monotonic()
         for child in self.children.values():
             code = child.exit_code
+            if code is None and child.stop_strays and child.proc is not None:
+                seen = _descendants(child.proc.pid)
+                # A child that died during the scan had its workers handed to init already:
+                # the scan missed them, so the last full one is kept (seen here: a stray left).
+                code = child.exit_code
+                if code is None:
+                    child.descendants = seen
             if code is None:
-                if child.stop_strays and child.proc is not None:
-                    child.descendants = _descendants(child.proc.pid)
                 continue
             if child.restart_at is None:
                 _stop(child.descendants)
