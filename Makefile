@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/training_api.py
+	$(BIN)/python bench/rollout.py
 
 
 clean:

@@ -55,7 +55,7 @@ def main() -> None:
     service_settings = ServiceSettings()  # the shipped defaults, as the service reads them
     env_edge = caddy_env(
         edge,
-        service_port=service_port,
+        service_ports=[service_port],
         max_body_bytes=1_048_576,
         service_workers=service_settings.service_workers,
         training_port=free_port(),  # no training service in this benchmark

@@ -108,4 +108,5 @@ Prediction.add_asgi_middleware(  # type: ignore[attr-defined]
     keys=KeyStore(SETTINGS.keys_path) if SETTINGS.require_api_key else None,
     timeout_s=SETTINGS.request_timeout_s,
     answers=ANSWERS,
+    hold_file=SETTINGS.service_hold_file,
 )

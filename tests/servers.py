@@ -7,12 +7,16 @@ signal) is checked to be gone afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shlex
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -184,3 +188,187 @@ def serve_training(
         log=log,
         ready_url=f"http://127.0.0.1:{port}/readyz",
     )
+
+
+@dataclass(frozen=True)
+class Answer:
+    sent: float  # time.time() when the request left
+    seconds: float
+    status: int | str  # the HTTP status, or the exception's name for a request that failed
+    tag: str | None  # X-Model-Tag
+
+
+class Traffic:
+    """Keep-alive clients, each posting one prediction after another until stopped; every
+    answer is kept (a context manager: the clients run inside the ``with``)."""
+
+    def __init__(
+        self, url: str, key: str, tls: ssl.SSLContext, body: object, clients: int = 4
+    ) -> None:
+        self.url, self.key, self.tls, self.body, self.clients = url, key, tls, body, clients
+        self.answers: list[Answer] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client) for _ in range(clients)]
+
+    def _client(self) -> None:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        with httpx.Client(verify=self.tls, headers=headers, timeout=30) as client:
+            while not self._stop.is_set():
+                sent, started = time.time(), time.perf_counter()
+                try:
+                    answer = client.post(self.url, json=self.body)
+                    status: int | str = answer.status_code
+                    tag = answer.headers.get("x-model-tag")
+                except httpx.HTTPError as exc:
+                    status, tag = type(exc).__name__, None
+                self.answers.append(Answer(sent, time.perf_counter() - started, status, tag))
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def failed(self) -> list[Answer]:
+        return [a for a in self.answers if a.status != 200]
+
+    def tags_after(self, moment: float) -> set[str | None]:
+        return {a.tag for a in self.answers if a.sent > moment and a.status == 200}
+
+
+def free_slot_base(slots: int) -> int:
+    """A port P with P, P+2, ... (``slots`` ports) all free: the prediction service's slots."""
+    for _ in range(200):
+        base = free_port()
+        ports = [base + 2 * n for n in range(slots)]
+        if ports[-1] > 65535:
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                for port in ports:
+                    s = held.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise AssertionError(f"no {slots} free ports two apart")
+
+
+@dataclass
+class Stack:
+    """A running `training up`, as its printout describes it."""
+
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str]
+    data: Path
+    out: Path
+    err: Path
+    printed: str
+    url: str
+    tls: ssl.SSLContext
+    predict_key: str
+    admin_key: str
+
+    def child(self, marker: str) -> psutil.Process:
+        """The live child of `training up` whose command line holds ``marker``."""
+        for process in psutil.Process(self.proc.pid).children():
+            if marker in " ".join(process.cmdline()) and process.is_running():
+                return process
+        raise AssertionError(f"no child running {marker!r}")
+
+    def instances(self) -> list[psutil.Process]:
+        """The `bentoml serve` processes (prediction instances) it runs now."""
+        children = psutil.Process(self.proc.pid).children()
+        return [p for p in children if "bentoml serve" in " ".join(p.cmdline())]
+
+    def kill_instance(self) -> tuple[str, float]:
+        """SIGKILL one instance with its workers: its port and when it died."""
+        victim = self.instances()[0]
+        port = victim.cmdline()[victim.cmdline().index("--port") + 1]
+        family = [victim, *victim.children(recursive=True)]
+        killed = time.time()
+        for process in family:
+            process.send_signal(signal.SIGKILL)
+        return port, killed
+
+    @property
+    def example(self) -> object:
+        """The body of the printed curl's prediction."""
+        args = shlex.split(self.curl(0))
+        return json.loads(args[args.index("-d") + 1])
+
+    def predicts(self) -> bool:
+        """The printed curl's prediction, sent through the edge, answers 200."""
+        headers = {"Authorization": f"Bearer {self.predict_key}"}
+        response = httpx.post(
+            f"{self.url}/predict", json=self.example, headers=headers, verify=self.tls
+        )
+        return response.status_code == 200
+
+    def curl(self, index: int) -> str:
+        return [line for line in self.printed.splitlines() if line.startswith("curl ")][index]
+
+    def training_ready(self) -> bool:
+        return httpx.get(f"{self.url}/training/readyz", verify=self.tls).status_code == 200
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A `training` command against this stack's run store and model store."""
+        return subprocess.run(
+            [str(BIN / "training"), *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+
+@contextmanager
+def up_stack(tmp: Path, replicas: int = 1, **env_overrides: str) -> Iterator[Stack]:
+    """`training up` on its own folders and ports, once it printed its curl; stopped after."""
+    env = base_env(
+        DATA_DIR=str(tmp / "data"),
+        BENTOML_HOME=str(tmp / "bentoml"),
+        HTTPS_PORT=str(free_port()),
+        HTTP_PORT=str(free_port()),
+        SERVICE_PORT=str(free_slot_base(2 * replicas)),
+        SERVICE_REPLICAS=str(replicas),
+        TRAINING_PORT=str(free_port()),
+        SERVICE_WORKERS="1",
+        **env_overrides,
+    )
+    out_path, err_path = tmp / "up.out", tmp / "up.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [str(BIN / "training"), "up"], env=env, cwd=REPO, stdout=out, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while "curl " not in out_path.read_text():
+            assert proc.poll() is None, err_path.read_text()
+            assert time.monotonic() < deadline, "training up printed no curl"
+            time.sleep(0.5)
+        time.sleep(0.5)  # the rest of the printout
+        printed = out_path.read_text()
+        ca = next(line.split()[-1] for line in printed.splitlines() if "CA file" in line)
+        key = next(line.split()[2] for line in printed.splitlines() if "API key" in line)
+        admin = printed.split("admin key ")[1].split(")")[0]
+        yield Stack(
+            proc,
+            env,
+            tmp / "data",
+            out_path,
+            err_path,
+            printed,
+            f"https://localhost:{env['HTTPS_PORT']}",
+            ssl.create_default_context(cafile=ca),
+            key,
+            admin,
+        )
+    finally:
+        if proc.poll() is None:
+            stop_process_tree(proc)

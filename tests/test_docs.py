@@ -5,10 +5,23 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from training.settings import EdgeSettings, ServerSettings, ServiceSettings, Settings
+from training.settings import (
+    EdgeSettings,
+    RolloutSettings,
+    ServerSettings,
+    ServiceSettings,
+    Settings,
+)
 
-SETTINGS_CLASSES = (Settings, ServerSettings, ServiceSettings, EdgeSettings)
-CADDYFILE_ONLY = {"SERVICE_UPSTREAM", "TRAINING_UPSTREAM"}
+SETTINGS_CLASSES = (Settings, ServerSettings, ServiceSettings, EdgeSettings, RolloutSettings)
+CADDYFILE_ONLY = {
+    "SERVICE_UPSTREAM",
+    "TRAINING_UPSTREAM",
+    "HEALTH_INTERVAL",
+    "HEALTH_FAILS",
+    "UPSTREAM_IDLE",
+    "CANARY_SHARE_FILE",
+}
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"

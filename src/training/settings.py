@@ -18,6 +18,7 @@ from training.serving.settings import ProjectSettings, ServiceSettings, load, pr
 __all__ = [
     "EdgeSettings",
     "ProjectSettings",
+    "RolloutSettings",
     "ServerSettings",
     "ServiceSettings",
     "Settings",
@@ -176,3 +177,33 @@ class EdgeSettings(ProjectSettings):
 
     def url(self) -> str:
         return f"https://{self.domain}:{self.https_port}"
+
+
+class RolloutSettings(ProjectSettings):
+    """What the running stack serves and how it follows the registry (`training up`)."""
+
+    serve_alias: str = Field(
+        default="production",
+        pattern=r"^[a-z][a-z0-9_-]{0,99}$",
+        description="Registry alias the stack serves; when it moves, the new target is rolled out.",
+    )
+    service_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Instances of the prediction service behind the edge. Their slots are the "
+        "ports SERVICE_PORT, SERVICE_PORT+2, ... (twice as many: a rollout starts the new "
+        "instances beside the old ones).",
+    )
+    rollout_ready_timeout_s: float = Field(
+        default=180.0,
+        gt=0,
+        le=3600,
+        description="How long a new version may take to start and answer its smoke prediction "
+        "before the rollout fails (the old version keeps serving).",
+    )
+
+    def slot_ports(self, service_port: int) -> list[int]:
+        """Every port an instance may listen on: two groups of SERVICE_REPLICAS, even steps
+        from SERVICE_PORT (so the training service's default, SERVICE_PORT + 1, stays clear)."""
+        return [service_port + 2 * slot for slot in range(2 * self.service_replicas)]

@@ -155,7 +155,13 @@ def test_models_aliases_rollback_and_pages(api: Api) -> None:
     assert rolled["model_tag"] == tags[0]
     history = api.client.get("/aliases/staging").json()["history"]
     assert [m["action"] for m in history] == ["promote", "promote", "rollback"]
+    assert {m["requested_by"] for m in history} == {"api"}  # keys off: no key to name
     assert history[0]["moved_at"].endswith("+00:00")  # the records' one time format
+    assert api.client.get("/deployments").json() == {"deployments": []}  # no stack serves it
+    for bad in ({"alias": "Bad Name"}, {"limit": 0}):
+        refused = api.client.get("/deployments", params=bad)
+        field = refused.json()["detail"][0]["field"]
+        assert refused.status_code == 400 and field.removeprefix("query.") in bad
     ghost = api.client.put("/aliases/staging", json={"model_tag": "ghost:v1"})
     assert ghost.status_code == 404 and ghost.json()["detail"][0]["field"] == "model_tag"
     bad_name = api.client.put("/aliases/Bad Name", json={"model_tag": tags[0]})
@@ -237,7 +243,7 @@ def test_the_openapi_document_shows_every_response_and_error_shape(api: Api) -> 
     operations = [
         (path, method, op) for path, ops in spec["paths"].items() for method, op in ops.items()
     ]
-    assert len(operations) == 14
+    assert len(operations) == 15
     for path, method, op in operations:
         answers = op["responses"]
         success = [code for code in answers if code.startswith("2")]
@@ -251,3 +257,6 @@ def test_the_openapi_document_shows_every_response_and_error_shape(api: Api) -> 
     assert run["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RunInfo"}
     assert set(schemas["RunInfo"]["properties"]) >= {"status", "metrics", "duration_s"}
     assert schemas["RunStatus"]["enum"] == ["QUEUED", "RUNNING", "FINISHED", "FAILED", "KILLED"]
+    assert set(schemas["DeploymentInfo"]["properties"]) >= {
+        "alias", "from_tag", "to_tag", "requested_by", "started_at", "live_at", "result", "error"
+    }  # fmt: skip

@@ -312,7 +312,7 @@ def test_through_caddy_https_with_the_upload_limit_following_the_setting(
     )
     env = caddy_env(
         settings,
-        service_port=free_port(),
+        service_ports=[free_port()],
         max_body_bytes=1_048_576,
         service_workers=1,
         training_port=int(api.server.url.rsplit(":", 1)[1]),

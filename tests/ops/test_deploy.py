@@ -59,9 +59,14 @@ def test_units_start_at_boot_restart_and_run_unprivileged_and_hardened(unit: str
         assert f"\n{line}\n" in text, line
 
 
-def test_the_prediction_unit_binds_loopback_only() -> None:
+def test_the_prediction_unit_runs_the_controller_on_loopback_only() -> None:
     text = (DEPLOY / "training-prediction.service").read_text()
-    assert "--host 127.0.0.1" in text and "CapabilityBoundingSet=\n" in text
+    assert "training controller\n" in text and "SERVICE_HOST=127.0.0.1" in text
+    assert "CapabilityBoundingSet=\n" in text and "\nKillMode=mixed\n" in text
+    env = (DEPLOY / "training.env.example").read_text()
+    replicas = int(env.split("SERVICE_REPLICAS=")[1].split()[0])
+    upstream = env.split("SERVICE_UPSTREAM=")[1].splitlines()[0].split()
+    assert upstream == [f"127.0.0.1:{3000 + 2 * n}" for n in range(2 * replicas)]  # every slot
 
 
 def test_the_training_unit_stops_through_the_grace_period() -> None:

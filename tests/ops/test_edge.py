@@ -45,7 +45,7 @@ def edge_env(tmp: Path, service_port: int, **overrides: str) -> dict[str, str]:
     )
     env = caddy_env(
         settings,
-        service_port=service_port,
+        service_ports=[service_port],
         max_body_bytes=1_048_576,
         service_workers=1,
         training_port=free_port(),  # nothing listens there: these tests cover the service
@@ -285,3 +285,13 @@ def test_the_edge_and_the_service_name_allowed_methods(edge: Edge) -> None:
     assert at_service.status_code == 405 and at_service.headers["allow"] == "POST"
     for response in (at_edge, at_service):
         assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+def test_the_canary_share_is_written_whole_as_the_edge_reads_it(tmp_path: Path) -> None:
+    from training.ops.edge import canary_share_file, write_canary_share
+
+    share = canary_share_file(tmp_path)
+    for percent, text in ((20, "33"), (50, "80"), (1, "03"), (99, "fd"), (None, ""), (0, "")):
+        write_canary_share(share, percent)
+        assert share.read_text() == text, percent  # of 256 random ids, those below it
+    assert [p.name for p in share.parent.iterdir()] == [share.name]  # no half-written file

@@ -10,101 +10,25 @@ from __future__ import annotations
 import json
 import shlex
 import signal
-import ssl
 import stat
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from servers import BIN, REPO, base_env, free_port, stop_process_tree, wait_until
+from servers import BIN, REPO, Stack, base_env, free_port, up_stack, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Stack:
-    proc: subprocess.Popen[bytes]
-    env: dict[str, str]
-    data: Path
-    out: Path
-    err: Path
-    printed: str
-    url: str
-    tls: ssl.SSLContext
-    predict_key: str
-    admin_key: str
-
-    def child(self, marker: str) -> psutil.Process:
-        """The live child of `training up` whose command line holds ``marker``."""
-        for process in psutil.Process(self.proc.pid).children():
-            if marker in " ".join(process.cmdline()) and process.is_running():
-                return process
-        raise AssertionError(f"no child running {marker!r}")
-
-    def predicts(self) -> bool:
-        """The printed curl's prediction, sent through the edge, answers 200."""
-        args = shlex.split(self.curl(0))
-        body = json.loads(args[args.index("-d") + 1])
-        headers = {"Authorization": f"Bearer {self.predict_key}"}
-        response = httpx.post(f"{self.url}/predict", json=body, headers=headers, verify=self.tls)
-        return response.status_code == 200
-
-    def curl(self, index: int) -> str:
-        return [line for line in self.printed.splitlines() if line.startswith("curl ")][index]
-
-    def training_ready(self) -> bool:
-        return httpx.get(f"{self.url}/training/readyz", verify=self.tls).status_code == 200
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("up")
-    env = base_env(
-        DATA_DIR=str(tmp / "data"),
-        BENTOML_HOME=str(tmp / "bentoml"),
-        HTTPS_PORT=str(free_port()),
-        HTTP_PORT=str(free_port()),
-        SERVICE_PORT=str(free_port()),
-        TRAINING_PORT=str(free_port()),
-        SERVICE_WORKERS="1",
-    )
-    out_path, err_path = tmp / "up.out", tmp / "up.err"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen(
-            [str(BIN / "training"), "up"], env=env, cwd=REPO, stdout=out, stderr=err
-        )
-    try:
-        deadline = time.monotonic() + 300
-        while "curl " not in out_path.read_text():
-            assert proc.poll() is None, err_path.read_text()
-            assert time.monotonic() < deadline, "training up printed no curl"
-            time.sleep(0.5)
-        time.sleep(0.5)  # the rest of the printout
-        printed = out_path.read_text()
-        ca = next(line.split()[-1] for line in printed.splitlines() if "CA file" in line)
-        key = next(line.split()[2] for line in printed.splitlines() if "API key" in line)
-        admin = printed.split("admin key ")[1].split(")")[0]
-        yield Stack(
-            proc,
-            env,
-            tmp / "data",
-            out_path,
-            err_path,
-            printed,
-            f"https://localhost:{env['HTTPS_PORT']}",
-            ssl.create_default_context(cafile=ca),
-            key,
-            admin,
-        )
-    finally:
-        if proc.poll() is None:
-            stop_process_tree(proc)
+    with up_stack(tmp_path_factory.mktemp("up")) as running:
+        yield running
 
 
 def test_up_prints_curls_that_predict_and_train(stack: Stack) -> None:
@@ -133,11 +57,11 @@ def test_keys_sent_anywhere_never_reach_a_log(stack: Stack) -> None:
             httpx.get(f"http://127.0.0.1:{stack.env['HTTP_PORT']}{path}?key={key}")
     time.sleep(1)
     logs = sorted((stack.data / "logs").rglob("*.log"))
-    assert {p.name for p in logs} >= {"service.log", "training.log", "caddy.log"}
+    assert {p.name for p in logs} >= {"service-0.log", "training.log", "caddy.log"}
     for log in logs:
         text = log.read_text(errors="replace")
         for key in (stack.predict_key, stack.admin_key):
-            assert key.rsplit("_", 1)[1] not in text, log
+            assert key.split("_", 2)[2] not in text, log  # tk_<id>_<secret>: the secret
 
 
 def test_the_data_folder_is_private_to_its_user(stack: Stack) -> None:
@@ -157,7 +81,7 @@ def test_the_data_folder_is_private_to_its_user(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize(
-    ("marker", "name"), [("training serve", "training"), ("bentoml", "service")]
+    ("marker", "name"), [("training serve", "training"), ("bentoml", "service-0")]
 )
 def test_a_child_that_dies_is_restarted_while_the_others_serve(
     stack: Stack, marker: str, name: str

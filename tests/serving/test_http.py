@@ -74,7 +74,7 @@ async def _answer(
 
 
 class Layer:
-    def __init__(self, keys: KeyStore | None) -> None:
+    def __init__(self, keys: KeyStore | None, hold_file: Path | None = None) -> None:
         self.app = StandIn()
         self.observed: list[tuple[str, int]] = []
         self.client = TestClient(
@@ -86,6 +86,7 @@ class Layer:
                 observe=lambda path, status, _: self.observed.append((path, status)),
                 keys=keys,
                 timeout_s=TIMEOUT_S,
+                hold_file=hold_file,
             ),
             raise_server_exceptions=False,
         )
@@ -240,3 +241,24 @@ def test_head_on_health_routes_oversize_headers_and_other_media_types(layer: Lay
     assert layer.app.calls == 1  # neither reached the app
     json_utf8 = {"Content-Type": "application/json; charset=utf-8"}
     assert layer.client.post("/predict", content=b"{}", headers=json_utf8).status_code == 200
+
+
+def test_a_held_instance_is_not_ready_but_still_answers_its_callers(tmp_path: Path) -> None:
+    hold = tmp_path / "hold"
+    layer = Layer(keys=None, hold_file=hold)
+    assert layer.client.get("/readyz").status_code == 200
+    assert layer.client.get("/readyz?pool=canary").status_code == 503  # no canary step
+    hold.touch()  # what the rollout does before it stops this instance
+    for method in ("GET", "HEAD"):
+        for path in ("/readyz", "/readyz?pool=canary"):
+            assert layer.client.request(method, path).status_code == 503
+    body = layer.client.get("/readyz").json()
+    assert body["error"].startswith("out of rotation") and body["request_id"]
+    assert layer.client.get("/livez").status_code == 200  # alive: not to be restarted
+    assert layer.client.post("/predict", content=b"{}").status_code == 200  # in flight: served
+    hold.write_text("canary")  # a canary step: in the canary pool only
+    assert layer.client.get("/readyz?pool=canary").status_code == 200
+    refused = layer.client.get("/readyz")
+    assert refused.status_code == 503 and "canary pool" in refused.json()["error"]
+    hold.unlink()
+    assert layer.client.get("/readyz").status_code == 200

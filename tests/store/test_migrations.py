@@ -196,3 +196,28 @@ def test_the_queue_migration_keeps_every_row_of_a_populated_store(db_url: str) -
     revision.upgrade(db)
     assert revision.schema_drift(db) == []
     db.dispose()
+
+
+def test_the_deployments_migration_keeps_every_row_and_records_rollouts(db_url: str) -> None:
+    from training.store.deployments import Deployments
+    from training.store.registry import Registry
+
+    db = Database(db_url)
+    _populate_at_0001(db)
+    revision.upgrade(db, "0002")
+    before = _counts(db)
+    revision.upgrade(db)
+    assert _counts(db) == before
+    alias = Registry(db).get_alias("production")
+    assert alias.model_tag == "m:v2" and alias.history[0].requested_by is None
+    assert alias.live_tag is None and alias.last_deployment is None
+    deployments = Deployments(db)
+    deployments.went_live(deployments.begin("production", None, "m:v2", "ops"))
+    moved = Registry(db).promote("m:v1", "production", requested_by="ops")
+    assert moved.live_tag == "m:v2" and moved.history[-1].requested_by == "ops"
+
+    revision.downgrade(db, "0002")
+    assert _counts(db) == {**before, "alias_moves": before["alias_moves"] + 1}
+    revision.upgrade(db)
+    assert revision.schema_drift(db) == [] and Deployments(db).recent() == []
+    db.dispose()

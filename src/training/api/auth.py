@@ -29,7 +29,9 @@ class AdminKeys:
         key = presented_key(scope["headers"])
         if not key:
             response = error_response(401, "missing API key: send Authorization: Bearer <key>")
-        elif self.keys.verify(key, "admin") is not None:
+        elif (record := self.keys.verify(key, "admin")) is not None:
+            # Who asked, for the records that name it (an alias move, a rollout).
+            scope.setdefault("state", {})["caller"] = f"key:{record.name}"
             await self.app(scope, receive, send)
             return
         elif self.keys.verify(key, "predict") is not None:

@@ -76,6 +76,14 @@ async def json_body(request: Request) -> None:
 
 SettingsDep = Annotated[ServerSettings, Depends(_settings)]
 StoreDep = Annotated[RunStore, Depends(_store)]
+
+
+def caller(request: Request) -> str:
+    """Who sent the request: the admin key's name when keys are required."""
+    return str(getattr(request.state, "caller", "api"))
+
+
 RegistryDep = Annotated[Registry, Depends(_registry)]
+CallerDep = Annotated[str, Depends(caller)]
 ExecutorDep = Annotated[Executor, Depends(_executor)]
 ContextDep = Annotated[Context, Depends(_context)]

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from training.learning.columns import DatasetMeta
 from training.serving.features import FeatureType
-from training.store.records import ModelVersionInfo, RunStatus, StoredText
+from training.store.records import DeploymentInfo, ModelVersionInfo, RunStatus, StoredText
 
 
 class Schema(BaseModel):
@@ -54,6 +54,10 @@ class RunEvent(Schema):
 
 class ModelVersions(Schema):
     models: list[ModelVersionInfo]
+
+
+class DeploymentList(Schema):
+    deployments: list[DeploymentInfo]
 
 
 class AliasTarget(Schema):

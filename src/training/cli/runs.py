@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from training.cli.deployments import caller, request_canary
 from training.cli.output import fmt, json_flag, pairs, print_json, stdout, table
 from training.settings import Settings, load
 from training.store.records import AliasInfo, RunInfo, RunStatus
@@ -68,6 +69,13 @@ def register(commands: Any) -> None:
     promote = commands.add_parser("promote", help="point an alias at a model version")
     promote.add_argument("model_tag", help="e.g. iris-logistic_regression:abc123")
     promote.add_argument("--alias", default="production", help="alias name (default production)")
+    promote.add_argument(
+        "--canary",
+        type=int,
+        metavar="PERCENT",
+        help="first send only this share of requests (1-99) to the new version; "
+        "`training canary promote|abort` ends the step",
+    )
     json_flag(promote)
     promote.set_defaults(handler=promote_model)
 
@@ -221,12 +229,14 @@ def _print_alias(alias: AliasInfo, as_json: bool) -> None:
 
 
 def promote_model(args: argparse.Namespace) -> int:
-    _print_alias(_registry().promote(args.model_tag, args.alias), args.json)
+    if args.canary is not None:
+        return request_canary(_registry(), args, caller())
+    _print_alias(_registry().promote(args.model_tag, args.alias, requested_by=caller()), args.json)
     return 0
 
 
 def rollback_alias(args: argparse.Namespace) -> int:
-    _print_alias(_registry().rollback(args.alias), args.json)
+    _print_alias(_registry().rollback(args.alias, requested_by=caller()), args.json)
     return 0
 
 
@@ -248,10 +258,23 @@ def aliases_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(alias)
         return 0
-    stdout.print(f"{alias.name} -> {alias.model_tag}")
+    last = alias.last_deployment
+    pairs(
+        f"Alias {alias.name}",
+        {
+            "requested": alias.model_tag,
+            "live": alias.live_tag or "(never rolled out)",
+            "last rollout": (
+                f"#{last.id} {last.to_tag}: {last.result.value}"
+                + (f" ({last.error.splitlines()[0]})" if last and last.error else "")
+                if last
+                else "(none)"
+            ),
+        },
+    )
     table(
         "History",
-        ["when", "action", "from", "to"],
-        [[m.moved_at, m.action, m.from_tag, m.to_tag] for m in alias.history],
+        ["when", "action", "from", "to", "by"],
+        [[m.moved_at, m.action, m.from_tag, m.to_tag, m.requested_by] for m in alias.history],
     )
     return 0

@@ -20,6 +20,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from training.api.app import create_app
+    from training.ops.edge import SERVICE_KEEP_ALIVE_S
     from training.settings import ServerSettings, load
 
     settings = load(ServerSettings)
@@ -47,6 +48,8 @@ def run_serve(args: argparse.Namespace) -> int:
         # Open event streams must not hold a stop back for long; running jobs get their own
         # grace period (TRAINING_SHUTDOWN_GRACE_S) after this.
         timeout_graceful_shutdown=3,
+        # Longer than the edge keeps an idle upstream connection (see ops.edge).
+        timeout_keep_alive=SERVICE_KEEP_ALIVE_S,
         log_level="info",
         # uvicorn's access line carries the query string (where a key may have been sent by
         # mistake); the app writes its own, with the request id and without the query.

@@ -18,21 +18,36 @@ def register(commands: Any) -> None:
 
 def run_up(args: argparse.Namespace) -> int:
     from training.ops.up import run_until_stopped, start
-    from training.settings import EdgeSettings, ServerSettings, ServiceSettings, load
+    from training.settings import (
+        EdgeSettings,
+        RolloutSettings,
+        ServerSettings,
+        ServiceSettings,
+        load,
+    )
 
     def say(text: str) -> None:
         stderr.print(text, highlight=False)
 
     with progress_display("up") as report:
+        rollout = load(RolloutSettings)
         started = start(
-            load(ServerSettings), load(ServiceSettings), load(EdgeSettings), report, say
+            load(ServerSettings),
+            load(ServiceSettings),
+            load(EdgeSettings),
+            rollout,
+            report,
+            say,
         )
     stdout.print(
         "\nReady. The prediction API is served over HTTPS (Ctrl-C stops it).\n"
         f"  URL      {started.url}\n"
         f"  CA file  {started.ca_file}\n"
         f"  API key  {started.predict_key}   (scope predict; made for this start)\n"
-        f"  logs     {started.logs['service'].parent}/ (service, training, caddy)\n"
+        f"  model    {started.controller.live_tag} (alias {rollout.serve_alias}, "
+        f"{rollout.service_replicas} instance(s)); `training promote TAG --alias "
+        f"{rollout.serve_alias}` rolls a new version out, `training deployments` lists them\n"
+        f"  logs     {started.logs_dir}/ (service-N, training, caddy)\n"
         "  more keys: .venv/bin/training keys create --name NAME\n\n"
         "Try it:\n",
         highlight=False,
@@ -46,4 +61,4 @@ def run_up(args: argparse.Namespace) -> int:
     stdout.print(started.training_curl(), highlight=False, soft_wrap=True)
     stdout.print("", highlight=False)
 
-    return run_until_stopped(started, say)
+    return run_until_stopped(started)

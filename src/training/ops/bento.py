@@ -130,3 +130,15 @@ def build(
         size_bytes=archive.stat().st_size,
         seconds=round(time.monotonic() - started, 2),
     )
+
+
+def stored_bento(model_tag: str) -> str | None:
+    """The newest bento in BentoML's store that serves ``model_tag`` (one imported from an
+    archive, say), or None."""
+    import bentoml
+
+    found = [
+        b for b in bentoml.bentos.list(BENTO_NAME) if b.info.args.get("model_tag") == model_tag
+    ]
+    newest = max(found, key=lambda b: b.info.creation_time, default=None)
+    return None if newest is None else str(newest.tag)

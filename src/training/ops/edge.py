@@ -11,6 +11,20 @@ from training.errors import UserError
 from training.ops.processes import spawn_logged, tool
 from training.settings import EdgeSettings, project_root
 
+#: The edge's active health checks of the prediction instances (the Caddyfile's proxy_opts):
+#: every HEALTH_INTERVAL_S; an instance is down after HEALTH_FAILS failed checks in a row and
+#: up again after one that passes.
+HEALTH_INTERVAL_S = 1
+HEALTH_FAILS = 2
+#: How long the edge may take to notice that an instance became ready or began draining.
+EDGE_NOTICE_S = HEALTH_INTERVAL_S * (HEALTH_FAILS + 1) + 0.5
+#: The edge closes a connection to a backend once idle this long; the backends keep theirs
+#: open longer (SERVICE_KEEP_ALIVE_S). The other way round (uvicorn's default is 5 s, the edge
+#: kept 90 s) a backend closes an idle connection just as the edge sends a request on it, and
+#: that POST, which cannot be retried, is a 502 (seen here in a rollout under load).
+UPSTREAM_IDLE_S = 30
+SERVICE_KEEP_ALIVE_S = 75
+
 
 def ca_certificate(caddy_data: Path) -> Path:
     """The local CA's root certificate, which clients verify the edge with (never -k)."""
@@ -20,7 +34,7 @@ def ca_certificate(caddy_data: Path) -> Path:
 def caddy_env(
     edge: EdgeSettings,
     *,
-    service_port: int,
+    service_ports: list[int],
     max_body_bytes: int,
     service_workers: int,
     training_port: int,
@@ -44,25 +58,38 @@ def caddy_env(
         "EXPOSE_DOCS": "true" if edge.expose_docs else "false",
         "TRUSTED_PROXIES": edge.trusted_proxies,
         "HSTS_MAX_AGE": str(edge.hsts_max_age),
-        "SERVICE_UPSTREAM": f"127.0.0.1:{service_port}",
+        # Every slot an instance may run in; the health checks find the ones that serve.
+        "SERVICE_UPSTREAM": " ".join(f"127.0.0.1:{port}" for port in service_ports),
+        "HEALTH_INTERVAL": f"{HEALTH_INTERVAL_S}s",
+        "HEALTH_FAILS": str(HEALTH_FAILS),
+        "UPSTREAM_IDLE": f"{UPSTREAM_IDLE_S}s",
         "MAX_BODY_BYTES": str(max_body_bytes),
         "TRAINING_UPSTREAM": f"127.0.0.1:{training_port}",
         "TRAINING_MAX_UPLOAD_MB": str(max_upload_mb),
+        "CANARY_SHARE_FILE": str(canary_share_file(edge.data_dir)),
     }
+
+
+def canary_share_file(data_dir: Path) -> Path:
+    """Which share of the requests the edge sends to a canary step's pool (see Caddyfile)."""
+    return data_dir / "run" / "canary-share"
+
+
+def write_canary_share(path: Path, percent: int | None) -> None:
+    """The edge reads the file per request: replaced whole (rename), never seen half written.
+    Two hex digits: requests whose random id sorts below them (of 256) go to the canary."""
+    text = "" if not percent else f"{min(255, round(percent * 256 / 100)):02x}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = path.with_name(path.name + ".new")
+    fresh.write_text(text)  # private, as all of DATA_DIR: the edge runs as the same user
+    fresh.replace(path)
 
 
 def start_caddy(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     caddy_data = Path(env["CADDY_DATA_DIR"])
     caddy_data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    args = [
-        tool("caddy"),
-        "run",
-        "--config",
-        str(project_root() / "Caddyfile"),
-        "--adapter",
-        "caddyfile",
-    ]
-    return spawn_logged(args, {**os.environ, **env}, log)
+    config = ["--config", str(project_root() / "Caddyfile"), "--adapter", "caddyfile"]
+    return spawn_logged([tool("caddy"), "run", *config], {**os.environ, **env}, log)
 
 
 def require_free(ports: dict[str, int]) -> None:

@@ -83,3 +83,11 @@ class KeyRing:
             if not revoked:  # raised inside the lock: the file is left as it was
                 raise KeyStoreError(f"no active key with id or name {name_or_id!r}")
         return revoked
+
+    def renew(self, name: str, scope: Scope) -> str:
+        """A fresh key under ``name`` for a process that starts (`training up`, the rollout's
+        smoke predictions); the key its previous start made is revoked."""
+        with contextlib.suppress(KeyStoreError):  # the first start has nothing to revoke
+            self.revoke(name)
+        _, key = self.create(name, scope)
+        return key

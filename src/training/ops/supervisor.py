@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,46 +72,73 @@ class Supervisor:
             for name in spawns
         }
         self.say = say
+        # The rollout adds and removes children from its own thread while heal() runs here.
+        self._lock = threading.RLock()
 
     @property
     def processes(self) -> dict[str, subprocess.Popen[bytes]]:
-        return {c.name: c.proc for c in self.children.values() if c.proc is not None}
+        with self._lock:
+            return {c.name: c.proc for c in self.children.values() if c.proc is not None}
 
     def start(self) -> None:
-        for child in self.children.values():
+        with self._lock:
+            for child in self.children.values():
+                child.start()
+
+    def add(self, name: str, spawn: Spawn, log: Path, *, stop_strays: bool = True) -> Child:
+        """Start one more child, watched and healed like the others."""
+        child = Child(name, spawn, log, stop_strays=stop_strays)
+        with self._lock:
+            if name in self.children:
+                raise ValueError(f"a child named {name!r} runs already")
+            self.children[name] = child
             child.start()
+        return child
+
+    def remove(self, name: str, timeout: float = 30) -> None:
+        """Stop a child (and what it started) and no longer watch it."""
+        with self._lock:
+            child = self.children.pop(name, None)
+        if child is None or child.proc is None:
+            return
+        workers = _descendants(child.proc.pid) or child.descendants
+        _terminate(child.proc, timeout)
+        _stop(workers)
 
     def heal(self) -> None:
         """Notice a child that died and start it again once its pause is over."""
-        now = time.monotonic()
-        for child in self.children.values():
+        with self._lock:
+            for child in list(self.children.values()):
+                self._heal(child, time.monotonic())
+
+    def _heal(self, child: Child, now: float) -> None:
+        code = child.exit_code
+        if code is None and child.stop_strays and child.proc is not None:
+            seen = _descendants(child.proc.pid)
+            # A child that died during the scan had its workers handed to init already:
+            # the scan missed them, so the last full one is kept (seen here: a stray left).
             code = child.exit_code
-            if code is None and child.stop_strays and child.proc is not None:
-                seen = _descendants(child.proc.pid)
-                # A child that died during the scan had its workers handed to init already:
-                # the scan missed them, so the last full one is kept (seen here: a stray left).
-                code = child.exit_code
-                if code is None:
-                    child.descendants = seen
             if code is None:
-                continue
-            if child.restart_at is None:
-                _stop(child.descendants)
-                child.descendants = []
-                if now - child.started_at >= STABLE_S:
-                    child.crashes = 0
-                pause = BACKOFF_S[min(child.crashes, len(BACKOFF_S) - 1)]
-                child.crashes += 1
-                child.restart_at = now + pause
-                self.say(
-                    f"{child.name} exited with {code}; restarting it in {pause} s, the others "
-                    f"keep serving. Its log ({child.log}) ends with:\n{tail(child.log)}"
-                )
-            elif now >= child.restart_at:
-                child.restart_at = None
-                child.start()
-                assert child.proc is not None
-                self.say(f"{child.name} restarted (pid {child.proc.pid})")
+                child.descendants = seen
+        if code is None:
+            return
+        if child.restart_at is None:
+            _stop(child.descendants)
+            child.descendants = []
+            if now - child.started_at >= STABLE_S:
+                child.crashes = 0
+            pause = BACKOFF_S[min(child.crashes, len(BACKOFF_S) - 1)]
+            child.crashes += 1
+            child.restart_at = now + pause
+            self.say(
+                f"{child.name} exited with {code}; restarting it in {pause} s, the others "
+                f"keep serving. Its log ({child.log}) ends with:\n{tail(child.log)}"
+            )
+        elif now >= child.restart_at:
+            child.restart_at = None
+            child.start()
+            assert child.proc is not None
+            self.say(f"{child.name} restarted (pid {child.proc.pid})")
 
     def stop(self, timeout: float = 30) -> None:
         procs = list(self.processes.values())
@@ -118,11 +146,18 @@ class Supervisor:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in procs:
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _terminate(proc, timeout)
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM (a server finishes its requests in flight), SIGKILL after ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

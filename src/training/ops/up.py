@@ -1,24 +1,22 @@
 """The main job (`make up` -> `training up`): from a fresh checkout to a prediction over HTTPS.
 
-Upgrade the run store; train and promote the default model if no `production` alias exists;
-build the bento; make API keys for this start; start the prediction service (loopback only)
-and Caddy; wait until a prediction succeeds through HTTPS with the local CA; print how to call
-it; stay in the foreground, restarting a child that dies, until Ctrl-C or SIGTERM, then stop
-them all.
+Upgrade the run store; train and promote the default model if the served alias (SERVE_ALIAS,
+`production`) points nowhere; build the bento; make API keys for this start; start the
+training service and Caddy, then roll the alias's target out (``rollout``: SERVICE_REPLICAS
+instances on loopback); wait until a prediction succeeds through HTTPS with the local CA; print
+how to call it; stay in the foreground, restarting a child that dies and rolling out each new
+target of the alias, until Ctrl-C or SIGTERM, then stop them all.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
-import signal
 import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -27,17 +25,27 @@ from training.errors import NotFound, UserError
 from training.learning.pipeline import train
 from training.learning.request import TrainRequest
 from training.ops.bento import BuiltBento, build
-from training.ops.edge import ca_certificate, caddy_env, require_free, start_caddy
-from training.ops.keys import KeyRing, KeyStoreError
+from training.ops.edge import (
+    ca_certificate,
+    caddy_env,
+    require_free,
+    start_caddy,
+)
+from training.ops.keys import KeyRing
 from training.ops.processes import spawn_logged, tool
+from training.ops.rollout import Controller, example_row, model_card
 from training.ops.supervisor import Say, Spawn, Supervisor, tail
 from training.progress import Reporter
-from training.serving.card import ModelCard
-from training.serving.features import FeatureSchema
-from training.serving.keys import Scope
-from training.settings import EdgeSettings, ServerSettings, ServiceSettings, Settings
+from training.settings import (
+    EdgeSettings,
+    RolloutSettings,
+    ServerSettings,
+    ServiceSettings,
+    Settings,
+)
 from training.store import revision
-from training.store.db import get_database
+from training.store.db import Database, get_database
+from training.store.deployments import Deployments
 from training.store.registry import Registry
 from training.store.runs import RunStore
 
@@ -53,8 +61,9 @@ class Started:
     predict_key: str
     admin_key: str
     example_row: dict[str, Any]
-    logs: dict[str, Path]
+    logs_dir: Path
     children: Supervisor
+    controller: Controller
 
     def _curl(self, key: str, body: dict[str, Any], path: str) -> str:
         return (
@@ -74,40 +83,18 @@ class Started:
 
 
 def ensure_production_model(
-    settings: Settings, registry: Registry, report: Reporter, say: Say
+    settings: Settings, registry: Registry, alias: str, report: Reporter, say: Say
 ) -> str:
     try:
-        return registry.get_alias("production").model_tag
+        return registry.get_alias(alias).model_tag
     except NotFound:
         pass
-    say("no production model yet: training the default one (iris, logistic_regression)")
+    say(f"no {alias} model yet: training the default one (iris, logistic_regression)")
     result = train(DEFAULT_MODEL, settings, RunStore(registry.db), report)
     assert result.model_tag is not None
-    registry.promote(result.model_tag, "production")
-    say(f"promoted {result.model_tag} to production")
+    registry.promote(result.model_tag, alias, requested_by="training up")
+    say(f"promoted {result.model_tag} to {alias}")
     return result.model_tag
-
-
-def example_row(schema: FeatureSchema) -> dict[str, Any]:
-    """A plausible row for the printed curl: mid-range numbers, the first category."""
-    row: dict[str, Any] = {}
-    for f in schema.features:
-        if f.type == "number":
-            mid = ((f.minimum or 0.0) + (f.maximum or 0.0)) / 2
-            row[f.name] = round(mid, 3)
-        elif f.type == "boolean":
-            row[f.name] = False
-        else:
-            row[f.name] = (f.categories or ("",))[0]
-    return row
-
-
-def _rotate_key(keys: KeyRing, name: str, scope: Scope) -> str:
-    """A fresh key for this start; the previous start's key of the same name is revoked."""
-    with contextlib.suppress(KeyStoreError):  # the first start has nothing to revoke
-        keys.revoke(name)
-    _, key = keys.create(name, scope)
-    return key
 
 
 def _all_answer(started: Started, tls: ssl.SSLContext) -> str | None:
@@ -131,9 +118,10 @@ def wait_until_served(started: Started) -> None:
     while time.monotonic() < deadline:
         for name, proc in started.children.processes.items():
             if proc.poll() is not None:
+                log = started.logs_dir / f"{name}.log"
                 raise UserError(
                     f"{name} exited with {proc.returncode} while starting; its log "
-                    f"({started.logs[name]}) ends with:\n{tail(started.logs[name])}"
+                    f"({log}) ends with:\n{tail(log)}"
                 )
         if started.ca_file.exists():
             try:
@@ -147,31 +135,31 @@ def wait_until_served(started: Started) -> None:
     raise UserError(f"not served through HTTPS after {READY_TIMEOUT_S} s (last: {last})")
 
 
-def _children(
-    built: BuiltBento, settings: ServerSettings, service: ServiceSettings, edge: EdgeSettings
-) -> dict[str, Spawn]:
-    """How to start each long-running process, given its log: the prediction service (the
-    built bento, loopback only), the training service and Caddy in front of both."""
+def _edge_env(
+    settings: ServerSettings, service: ServiceSettings, edge: EdgeSettings, ports: list[int]
+) -> dict[str, str]:
+    """Caddy in front of the training service and of every slot of the prediction service
+    (whose instances the rollout starts, see ``fleet``)."""
+    return caddy_env(
+        edge,
+        service_ports=ports,
+        max_body_bytes=service.max_body_bytes,
+        service_workers=service.service_workers,
+        training_port=settings.training_port,
+        max_upload_mb=settings.training_max_upload_mb,
+    )
+
+
+def _children(settings: ServerSettings, edge_env: dict[str, str]) -> dict[str, Spawn]:
+    """How to start the training service and Caddy."""
     env = {
         **os.environ,
         "REQUIRE_API_KEY": "true",
         "API_KEYS_FILE": str(settings.keys_path),
         "BENTOML_DO_NOT_TRACK": "true",
     }
-    port = str(service.service_port)
-    serve = [tool("bentoml"), "serve", built.bento_tag, "--host", "127.0.0.1", "--port", port]
-    service_env = {**env, "SERVICE_HOST": "127.0.0.1", "SERVICE_PORT": port}
     api = [tool("training"), "serve", "--port", str(settings.training_port)]
-    edge_env = caddy_env(
-        edge,
-        service_port=service.service_port,
-        max_body_bytes=service.max_body_bytes,
-        service_workers=service.service_workers,
-        training_port=settings.training_port,
-        max_upload_mb=settings.training_max_upload_mb,
-    )
     return {
-        "service": lambda log: spawn_logged(serve, service_env, log),
         "training": lambda log: spawn_logged(api, env, log),
         "caddy": lambda log: start_caddy(edge_env, log),
     }
@@ -186,54 +174,64 @@ def _private(data_dir: Path) -> None:
         data_dir.chmod(0o700)
 
 
-def _prepare(settings: ServerSettings, report: Reporter, say: Say) -> BuiltBento:
-    """The run store at its head, a production model (trained if there is none), its bento."""
+def _prepare(
+    settings: ServerSettings, alias: str, report: Reporter, say: Say
+) -> tuple[Database, BuiltBento]:
+    """The run store at its head, a model behind the alias (trained if there is none), its
+    bento."""
     db = get_database(settings)
     revision.upgrade(db)
     say(f"run store at revision {revision.current_revision(db)}")
-    tag = ensure_production_model(settings, Registry(db), report, say)
-    built = build(tag, report, alias="production")
+    closed = Deployments(db).close_unfinished("the stack stopped during the rollout")
+    if closed:
+        say(f"deployments {closed} were left unfinished by a stack that stopped: marked failed")
+    tag = ensure_production_model(settings, Registry(db), alias, report, say)
+    built = build(tag, report, alias=alias)
     say(f"bento {built.bento_tag} (archive {built.archive})")
-    return built
+    return db, built
 
 
 def start(
     settings: ServerSettings,
     service: ServiceSettings,
     edge: EdgeSettings,
+    rollout: RolloutSettings,
     report: Reporter,
     say: Say,
 ) -> Started:
     _private(settings.data_dir)
+    ports = rollout.slot_ports(service.service_port)
     require_free(
         {
             "HTTPS_PORT": edge.https_port,
             "HTTP_PORT": edge.http_port,
-            "SERVICE_PORT": service.service_port,
+            **{f"SERVICE_PORT (slot {n})": port for n, port in enumerate(ports)},
             "TRAINING_PORT": settings.training_port,
         }
     )
-    built = _prepare(settings, report, say)
-    import bentoml
-
-    schema = ModelCard.from_stored(bentoml.models.get(built.model_tag)).features
+    db, built = _prepare(settings, rollout.serve_alias, report, say)
     keys = KeyRing(settings.keys_path)
-    predict_key = _rotate_key(keys, "make-up:predict", "predict")
-    admin_key = _rotate_key(keys, "make-up:admin", "admin")
+    predict_key = keys.renew("make-up:predict", "predict")
+    admin_key = keys.renew("make-up:admin", "admin")
     logs_dir = settings.data_dir / "logs"
-    logs = {name: logs_dir / f"{name}.log" for name in ("service", "training", "caddy")}
-    spawns = _children(built, settings, service, edge)
-    children = Supervisor(spawns, logs, say, stop_strays=frozenset({"service"}))
+    edge_env = _edge_env(settings, service, edge, ports)
+    spawns = _children(settings, edge_env)
+    children = Supervisor(spawns, {name: logs_dir / f"{name}.log" for name in spawns}, say)
+    controller = Controller.of(settings, service, rollout, db, children, keys)
+    controller.bentos[built.model_tag] = built.bento_tag
     try:
         children.start()
+        report("starting the prediction service", 0.9)
+        controller.deploy(built.model_tag, "training up")
         started = Started(
             edge.url(),
             ca_certificate(edge.caddy_data),
             predict_key,
             admin_key,
-            example_row(schema),
-            logs,
+            example_row(model_card(built.model_tag).features),
+            logs_dir,
             children,
+            controller,
         )
         wait_until_served(started)
     except BaseException:
@@ -242,24 +240,6 @@ def start(
     return started
 
 
-def run_until_stopped(started: Started, say: Say) -> int:
-    """Stay in the foreground, restarting a child that dies; Ctrl-C or SIGTERM stops them all
-    cleanly (exit 0)."""
-    stopping = False
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stopping:
-            started.children.heal()
-            time.sleep(0.2)
-        say("stopping the services and Caddy ...")
-        started.children.stop()
-        say("stopped")
-        return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def run_until_stopped(started: Started) -> int:
+    """Stay in the foreground until Ctrl-C or SIGTERM (see ``Controller.run``)."""
+    return started.controller.run()

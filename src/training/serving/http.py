@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from training.serving.answers import ENDPOINTS, Answers
 from training.serving.exchange import (
@@ -38,6 +39,12 @@ access_log = logging.getLogger("bentoml.access")
 #: Paths whose requests are logged and counted; health and metrics scrapes are not.
 API_PATHS = frozenset({"/predict", "/predict_proba", "/model"})
 HEALTH_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+NOT_CANARY = "not in the canary pool: no canary step runs on this instance"
+IN_CANARY = "in the canary pool: it takes only the canary's share of the requests"
+HELD = (
+    "out of rotation: the rollout holds this instance back while it starts or finishes its "
+    "requests before it stops; send new requests elsewhere"
+)
 
 
 class BodyTooLarge(Exception):
@@ -100,6 +107,7 @@ class ServiceHTTP:
         keys: KeyStore | None,
         timeout_s: float,
         answers: Answers | None = None,
+        hold_file: Path | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
@@ -109,6 +117,7 @@ class ServiceHTTP:
         self.observe = observe
         self.timeout_s = timeout_s
         self.answers = answers
+        self.hold_file = hold_file
         self._too_large = f"request body is larger than {max_body_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,6 +140,11 @@ class ServiceHTTP:
         if oversize is not None:
             await exchange.refuse(431, oversize)
             return
+        if scope["path"] == "/readyz":
+            refusal = self._out_of_pool(scope.get("query_string", b""))
+            if refusal is not None:
+                await exchange.refuse(503, refusal)
+                return
         media = exchange.content_type  # none given: read as JSON
         if scope["method"] == "POST" and media is not None and not is_json(media):
             await exchange.refuse(415, "send the body as Content-Type: application/json")
@@ -177,6 +191,24 @@ class ServiceHTTP:
             await respond(send, status, [(b"content-type", b"application/json")], body)
         else:
             await self.app(scope, receive, send)
+
+    def _out_of_pool(self, query: bytes) -> str | None:
+        """Why this instance is not in the pool the edge's health check asks about, or None.
+
+        The rollout places an instance with its hold file: none, the stable pool (/readyz);
+        "canary" in it, the canary pool of a canary step (/readyz?pool=canary); empty, neither
+        (a new instance until its smoke prediction passed, an old one while it drains). Out of
+        a pool, the edge sends it no new requests; those it has are still answered."""
+        try:
+            place = None if self.hold_file is None else self.hold_file.read_text().strip()
+        except FileNotFoundError:
+            place = None
+        wanted = "canary" if query == b"pool=canary" else None
+        if place == wanted:
+            return None
+        if place == "":
+            return HELD
+        return NOT_CANARY if wanted == "canary" else IN_CANARY
 
     def _record(self, scope: Scope, exchange: Exchange, elapsed: float) -> None:
         """Metrics and the access-log line of an API request."""

@@ -92,6 +92,12 @@ class ServiceSettings(ProjectSettings):
         le=600,
         description="A request still running after this many seconds is answered 504.",
     )
+    service_hold_file: Path | None = Field(
+        default=None,
+        description="While this file exists, /readyz answers 503 so the edge sends requests to "
+        "other instances (the rollout holds a new instance back until its smoke prediction "
+        "passed, and drains an old one before stopping it).",
+    )
     access_log: bool = Field(
         default=True, description="One log line per prediction request, with its X-Request-ID."
     )

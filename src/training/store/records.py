@@ -143,10 +143,41 @@ class AliasMoveInfo(Record):
     to_tag: str
     action: str
     moved_at: Timestamp
+    requested_by: str | None = None
+
+
+class DeploymentResult(StrEnum):
+    """A rollout's course: ROLLING -> LIVE (later REPLACED by the next one) | FAILED; a canary
+    step is CANARY until it is promoted (LIVE) or ABORTED."""
+
+    ROLLING = "rolling"
+    CANARY = "canary"
+    LIVE = "live"
+    REPLACED = "replaced"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+class DeploymentInfo(Record):
+    id: int
+    alias: str
+    from_tag: str | None
+    to_tag: str
+    requested_by: str | None
+    started_at: Timestamp
+    live_at: Timestamp | None
+    ended_at: Timestamp | None
+    result: DeploymentResult
+    canary_percent: int | None
+    error: str | None
 
 
 class AliasInfo(Record):
     name: str
-    model_tag: str
+    model_tag: str = Field(description="The requested target: where the alias points.")
     updated_at: Timestamp
     history: list[AliasMoveInfo]
+    live_tag: str | None = Field(
+        default=None, description="The tag the running stack last made live for this alias."
+    )
+    last_deployment: DeploymentInfo | None = None

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from training.errors import NotFound, UserError
+from training.store import deployments
 from training.store.db import Database
 from training.store.records import AliasInfo, AliasMoveInfo, ModelVersionInfo, checked_text
 from training.store.runs import utcnow
@@ -36,7 +37,13 @@ def _history(session: Session, alias: str) -> list[AliasMoveInfo]:
         select(AliasMove).where(AliasMove.alias == alias).order_by(AliasMove.id)
     )
     return [
-        AliasMoveInfo(from_tag=m.from_tag, to_tag=m.to_tag, action=m.action, moved_at=m.moved_at)
+        AliasMoveInfo(
+            from_tag=m.from_tag,
+            to_tag=m.to_tag,
+            action=m.action,
+            moved_at=m.moved_at,
+            requested_by=m.requested_by,
+        )
         for m in moves
     ]
 
@@ -48,11 +55,14 @@ def _version(row: ModelVersion, aliases: list[str]) -> ModelVersionInfo:
 
 
 def _alias(session: Session, row: Alias) -> AliasInfo:
+    live, last = deployments.live_row(session, row.name), deployments.last_row(session, row.name)
     return AliasInfo(
         name=row.name,
         model_tag=row.model_tag,
         updated_at=row.updated_at,
         history=_history(session, row.name),
+        live_tag=None if live is None else live.to_tag,
+        last_deployment=None if last is None else deployments.info(last),
     )
 
 
@@ -94,7 +104,7 @@ class Registry:
             names = list(session.scalars(select(Alias.name).where(Alias.model_tag == tag)))
             return _version(version, names)
 
-    def _move(self, session: Session, alias: str, to_tag: str, action: str) -> None:
+    def _move(self, session: Session, alias: str, to_tag: str, action: str, by: str | None) -> None:
         current = session.get(Alias, alias, with_for_update=True)
         now = utcnow()
         if current is None:
@@ -110,10 +120,17 @@ class Registry:
             from_tag = current.model_tag
             current.model_tag, current.updated_at = to_tag, now
         session.add(
-            AliasMove(alias=alias, from_tag=from_tag, to_tag=to_tag, action=action, moved_at=now)
+            AliasMove(
+                alias=alias,
+                from_tag=from_tag,
+                to_tag=to_tag,
+                action=action,
+                moved_at=now,
+                requested_by=by,
+            )
         )
 
-    def promote(self, tag: str, alias: str) -> AliasInfo:
+    def promote(self, tag: str, alias: str, requested_by: str | None = None) -> AliasInfo:
         check_alias_name(alias)
         checked_text(tag, "model_tag")
         with self.db.write() as session:
@@ -123,10 +140,10 @@ class Registry:
                     "can be promoted (see `training models list`)",
                     field="model_tag",
                 )
-            self._move(session, alias, tag, "promote")
+            self._move(session, alias, tag, "promote", requested_by)
         return self.get_alias(alias)
 
-    def rollback(self, alias: str) -> AliasInfo:
+    def rollback(self, alias: str, requested_by: str | None = None) -> AliasInfo:
         if not ALIAS_NAME.fullmatch(alias):  # no alias can have this name
             raise NotFound(f"no alias {alias!r}", field="alias")
         with self.db.write() as session:
@@ -135,7 +152,7 @@ class Registry:
             previous = _previous_target(_history(session, alias))
             if previous is None:
                 raise UserError(f"alias {alias!r} has no previous target to roll back to")
-            self._move(session, alias, previous, "rollback")
+            self._move(session, alias, previous, "rollback", requested_by)
         return self.get_alias(alias)
 
     def get_alias(self, alias: str) -> AliasInfo:

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from training.store.records import RunStatus
+from training.store.records import DeploymentResult, RunStatus
 
 # Named constraints, so a later migration can drop or alter them by name (batch mode on SQLite).
 NAMING_CONVENTION = {
@@ -201,3 +201,29 @@ class AliasMove(Base):
     to_tag: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(16))
     moved_at: Mapped[datetime]
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class Deployment(Base):
+    """One rollout of an alias's target to the running stack: what, who asked, how it ended."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        CheckConstraint(
+            "result IN (" + ", ".join(f"'{r}'" for r in DeploymentResult) + ")",
+            name="result_valid",
+        ),
+        Index(None, "alias", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alias: Mapped[str] = mapped_column(String(100))
+    from_tag: Mapped[str | None] = mapped_column(String(200))
+    to_tag: Mapped[str] = mapped_column(String(200))
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[datetime]
+    live_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    result: Mapped[str] = mapped_column(String(16))
+    canary_percent: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
