@@ -191,6 +191,8 @@ class Controller:
         new: list[Instance] = []
         try:
             bento = self._bento(tag, note)
+            if self.stopping.is_set():  # a stop during the build: start nothing more
+                raise InstanceFailed("the stack stopped during the rollout")
             note(f"starting {self.fleet.replicas} instance(s) of {bento}")
             new = self.fleet.start(bento, tag)
             self.fleet.wait_alive(new, self.settings.rollout_ready_timeout_s)
