@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install up test lint typecheck pytest bench clean
+.PHONY: install up test lint typecheck pytest bench clean container-tools
 
 install: $(VENV)/.synced
 
@@ -24,7 +24,16 @@ $(VENV)/.synced: pyproject.toml uv.lock
 up: install
 	$(BIN)/training up
 
-test: install lint typecheck pytest
+test: install container-tools lint typecheck pytest
+
+# The container tests need podman, runc and debootstrap (Debian's packages): installed here when
+# missing and run as root on a Debian machine; elsewhere those tests skip (CI requires them).
+container-tools:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		! (command -v podman && command -v runc && command -v debootstrap) >/dev/null; then \
+		apt-get install -y -q podman runc debootstrap >/dev/null || \
+		(apt-get update -q >/dev/null && apt-get install -y -q podman runc debootstrap >/dev/null); \
+	fi
 
 lint:
 	$(BIN)/ruff check src tests bench

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -372,3 +373,17 @@ def up_stack(tmp: Path, replicas: int = 1, **env_overrides: str) -> Iterator[Sta
     finally:
         if proc.poll() is None:
             stop_process_tree(proc)
+
+
+def cli_json(env: dict[str, str], *args: str) -> Any:
+    """A `training` command's ``--json`` document (its run must succeed)."""
+    done = subprocess.run(
+        [str(BIN / "training"), *args, "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)

@@ -44,6 +44,11 @@ class Settings(ProjectSettings):
         ge=0,
         description="How long a SQLite writer waits for the write lock before failing.",
     )
+    container_cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "training",
+        description="Where `training containerize` keeps the pinned wheels and its build folders "
+        "(the base image is kept in podman's own store).",
+    )
     default_experiment: str = Field(
         default="default",
         min_length=1,

@@ -3,35 +3,20 @@ bento imported for it, rolls out the next target beside it, and stops cleanly on
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from servers import BIN, REPO, base_env, free_slot_base, stop_process_tree, wait_until
+from servers import BIN, REPO, base_env, cli_json, free_slot_base, stop_process_tree, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-def _cli(env: dict[str, str], *args: str) -> Any:
-    done = subprocess.run(
-        [str(BIN / "training"), *args, "--json"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 def _train(env: dict[str, str], model: str) -> str:
     args = ("train", "--dataset", "iris", "--model", model, "--cv", "0")
-    return str(_cli(env, *args)["model_tag"])
+    return str(cli_json(env, *args)["model_tag"])
 
 
 def test_the_controller_serves_its_alias_and_follows_it(tmp_path: Path) -> None:
@@ -44,9 +29,9 @@ def test_the_controller_serves_its_alias_and_follows_it(tmp_path: Path) -> None:
         SERVE_ALIAS="staging",
     )
     first = _train(env, "logistic_regression")
-    _cli(env, "promote", first, "--alias", "staging")
-    built = _cli(env, "build", "--alias", "staging")  # what ops import on the host
-    key = _cli(env, "keys", "create", "--name", "test")["key"]
+    cli_json(env, "promote", first, "--alias", "staging")
+    built = cli_json(env, "build", "--alias", "staging")  # what ops import on the host
+    key = cli_json(env, "keys", "create", "--name", "test")["key"]
     headers = {"Authorization": f"Bearer {key}"}
     body = {"instances": [{"sepal_length_cm": 5.0, "sepal_width_cm": 3.0,
                            "petal_length_cm": 1.5, "petal_width_cm": 0.2}]}  # fmt: skip
@@ -64,7 +49,7 @@ def test_the_controller_serves_its_alias_and_follows_it(tmp_path: Path) -> None:
         wait_until(lambda: served_by(base) == first, 120, "the first version", proc, log)
         assert f"using the stored bento {built['bento_tag']}" in log.read_text()
         second = _train(env, "random_forest")
-        _cli(env, "promote", second, "--alias", "staging")
+        cli_json(env, "promote", second, "--alias", "staging")
         wait_until(lambda: served_by(base + 2) == second, 180, "the second version", proc, log)
         wait_until(lambda: "live in" in log.read_text().split(second)[-1], 30, "live", proc, log)
         with pytest.raises(httpx.ConnectError):
@@ -72,7 +57,7 @@ def test_the_controller_serves_its_alias_and_follows_it(tmp_path: Path) -> None:
     finally:
         stop_process_tree(proc)  # SIGTERM: it stops its instances, nothing outlives it
     assert proc.returncode == 0, log.read_text()[-2000:]
-    rows = _cli(env, "deployments", "--alias", "staging")["deployments"]
+    rows = cli_json(env, "deployments", "--alias", "staging")["deployments"]
     assert [(r["to_tag"], r["result"], r["requested_by"]) for r in rows] == [
         (second, "live", rows[0]["requested_by"]),
         (first, "replaced", "training controller"),

@@ -4,35 +4,77 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.cli.output import json_flag, print_json, stdout
 from training.cli.progress import progress_display
 from training.settings import Settings, load
+
+if TYPE_CHECKING:
+    from training.ops.bento import BuiltBento
+
+
+def _which_model(parser: Any) -> None:
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--alias", default="production", help="registry alias (default production)")
+    which.add_argument("--model-tag", help="an exact registered model tag instead of an alias")
 
 
 def register(commands: Any) -> None:
     build = commands.add_parser(
         "build", help="build the bento of an alias and export it to bentos/"
     )
-    which = build.add_mutually_exclusive_group()
-    which.add_argument("--alias", default="production", help="registry alias (default production)")
-    which.add_argument("--model-tag", help="an exact registered model tag instead of an alias")
+    _which_model(build)
     build.add_argument("--out", type=Path, help="folder for the exported archive (default bentos/)")
     json_flag(build)
     build.set_defaults(handler=run_build)
 
+    image = commands.add_parser(
+        "containerize", help="build the OCI image of an alias's bento with podman (no registry)"
+    )
+    _which_model(image)
+    json_flag(image)
+    image.set_defaults(handler=run_containerize)
 
-def run_build(args: argparse.Namespace) -> int:
+
+def _built(args: argparse.Namespace, report: Any, out: Path | None = None) -> BuiltBento:
     from training.ops.bento import build, resolve_model
     from training.store.registry import Registry
     from training.store.revision import checked_database
 
     registry = Registry(checked_database(load(Settings)))
     tag = resolve_model(registry, args.alias, args.model_tag)
-    alias = None if args.model_tag else args.alias
-    with progress_display(f"bento of {tag}") as report:
-        built = build(tag, report, alias=alias, out_dir=args.out)
+    return build(tag, report, alias=None if args.model_tag else args.alias, out_dir=out)
+
+
+def run_containerize(args: argparse.Namespace) -> int:
+    from training.ops.container import containerize
+
+    with progress_display("image") as report:
+        bento = _built(args, report)
+        image = containerize(
+            Path(bento.archive),
+            bento.bento_tag,
+            bento.model_tag,
+            load(Settings).container_cache_dir,
+            report,
+        )
+    if args.json:
+        print_json(image)
+    else:
+        stdout.print(image.image, highlight=False)
+        stdout.print(
+            f"image of bento {image.bento_tag} (model {image.model_tag}), "
+            f"{image.size_bytes / 1e6:.0f} MB, built in {image.seconds:.1f} s "
+            f"on {image.base_image}",
+            highlight=False,
+        )
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    with progress_display("bento") as report:
+        built = _built(args, report, args.out)
     if args.json:
         print_json(built)
     else:

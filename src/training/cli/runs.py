@@ -58,7 +58,11 @@ def register(commands: Any) -> None:
     compare.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     json_flag(compare)
     compare.set_defaults(handler=runs_compare)
+    _register_registry(commands)
 
+
+def _register_registry(commands: Any) -> None:
+    """`models list`, `promote`, `rollback`, `aliases list|show`."""
     models = commands.add_parser("models", help="registered model versions")
     model_actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     model_list = model_actions.add_parser("list", help="model versions, newest first")
