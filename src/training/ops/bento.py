@@ -9,7 +9,6 @@ the requirements file the bentofile names.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from training.errors import UserError
 from training.learning import modelstore
-from training.ops.processes import tool
+from training.ops.processes import run_checked, tool
 from training.progress import Reporter
 from training.settings import project_root
 from training.store.registry import Registry
@@ -37,14 +36,6 @@ class BuiltBento(BaseModel):
     seconds: float
 
 
-def _run(args: list[str], what: str, cwd: Path) -> str:
-    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = " | ".join(line for line in (done.stderr or done.stdout).strip().splitlines()[-3:])
-        raise UserError(f"{what} failed (exit {done.returncode}): {tail}")
-    return done.stdout
-
-
 def resolve_model(registry: Registry, alias: str | None, model_tag: str | None) -> str:
     """The exact model tag to package: an alias's target, or a tag that the registry knows."""
     if model_tag:
@@ -56,7 +47,7 @@ def resolve_model(registry: Registry, alias: str | None, model_tag: str | None) 
 def export_requirements(root: Path) -> Path:
     """Pin the bento's packages exactly as uv.lock does (no network: --frozen)."""
     target = root / "src" / REQUIREMENTS
-    _run(
+    run_checked(
         [
             tool("uv"),
             "export",
@@ -88,7 +79,7 @@ def build(
     report("pinning packages from uv.lock", 0.1)
     export_requirements(root)
     report("bentoml build", 0.25)
-    output = _run(
+    output = run_checked(
         [
             tool("bentoml"),
             "build",

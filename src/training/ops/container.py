@@ -30,6 +30,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from training.errors import UserError
+from training.ops.processes import run_checked
 from training.progress import Reporter
 
 #: podman here: runc (crun refuses hybrid cgroups) and rlimits within the machine's (DESIGN.md).
@@ -93,14 +94,6 @@ class BuiltImage(BaseModel):
     seconds: float
 
 
-def _run(args: list[str], what: str) -> str:
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise UserError(f"{what} failed (exit {done.returncode}): {' | '.join(lines)}")
-    return str(done.stdout)
-
-
 def missing_tools() -> list[str]:
     """What building and running images needs and this machine lacks (Debian: apt-get install
     -y podman runc debootstrap)."""
@@ -135,10 +128,10 @@ def base_image(cache: Path, report: Reporter) -> str:
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         root = Path(tmp) / "root"
         args = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
-        _run([*args, SUITE, str(root), mirror], "debootstrap")
+        run_checked([*args, SUITE, str(root), mirror], "debootstrap")
         archive = Path(tmp) / "root.tar"
-        _run(["tar", "-C", str(root), "-cf", str(archive), "."], "tar of the base image")
-        _run(["podman", "import", str(archive), image], "podman import")
+        run_checked(["tar", "-C", str(root), "-cf", str(archive), "."], "tar of the base image")
+        run_checked(["podman", "import", str(archive), image], "podman import")
     return image
 
 
@@ -153,7 +146,9 @@ def wheels(requirements: Path, cache: Path, report: Reporter) -> Path:
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     download = [python, "-m", "pip", "download", "--quiet", "--only-binary=:all:"]
-    _run([*download, "-r", str(requirements), "-d", str(partial)], "pip download of the wheels")
+    run_checked(
+        [*download, "-r", str(requirements), "-d", str(partial)], "pip download of the wheels"
+    )
     shutil.copy(requirements, partial / "requirements.txt")
     partial.rename(folder)
     return folder
@@ -191,8 +186,12 @@ def containerize(
         report("podman build", 0.5)
         # docker format: OCI images have no HEALTHCHECK.
         build = ["podman", "build", "--format", "docker", *PODMAN_RUN]
-        _run([*build, "-v", f"{folder}:/wheels:ro", "-t", image, str(context)], "podman build")
-    size = _run(["podman", "image", "inspect", image, "--format", "{{.Size}}"], "podman inspect")
+        run_checked(
+            [*build, "-v", f"{folder}:/wheels:ro", "-t", image, str(context)], "podman build"
+        )
+    size = run_checked(
+        ["podman", "image", "inspect", image, "--format", "{{.Size}}"], "podman inspect"
+    )
     report("built", 1.0)
     return BuiltImage(
         image=image,

@@ -22,7 +22,6 @@ metrics of an instance still serving beside it.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,14 +169,3 @@ class Fleet:
 
 def _spawner(args: list[str], env: dict[str, str]) -> Spawn:
     return lambda log: spawn_logged(args, env, log)
-
-
-def instance_env(base: dict[str, str], keys_path: Path) -> dict[str, str]:
-    """What every instance is started with, whatever it serves."""
-    return {
-        **base,
-        "REQUIRE_API_KEY": "true",
-        "API_KEYS_FILE": str(keys_path),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml")),
-    }

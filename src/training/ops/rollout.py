@@ -15,7 +15,6 @@ a failed target is tried again only when the alias moves again.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 import time
@@ -29,8 +28,9 @@ import httpx
 from training.errors import NotFound, UserError
 from training.ops.bento import build, stored_bento
 from training.ops.edge import EDGE_NOTICE_S, canary_share_file, write_canary_share
-from training.ops.fleet import Fleet, Instance, InstanceFailed, instance_env
+from training.ops.fleet import Fleet, Instance, InstanceFailed
 from training.ops.keys import KeyRing
+from training.ops.processes import keyed_env
 from training.ops.supervisor import Say, Supervisor
 from training.serving.card import ModelCard
 from training.serving.features import FeatureSchema
@@ -123,7 +123,7 @@ class Controller:
         fleet = Fleet(
             supervisor,
             rollout.slot_ports(service.service_port),
-            instance_env(dict(os.environ), settings.keys_path),
+            keyed_env(settings.keys_path),
             settings.data_dir / "run",
             settings.data_dir / "logs",
         )
@@ -233,23 +233,23 @@ class Controller:
         """Act on what changed since the last look: the alias moved (roll its target out, or
         finish the canary it points to now), a canary was asked for or aborted."""
         try:
-            alias = Registry(self.db).get_alias(self.settings.serve_alias)
+            last = Registry(self.db).last_move(self.settings.serve_alias)
         except NotFound:
             return
-        state = (alias.model_tag, alias.updated_at)
+        target = last.to_tag
+        state = (target, last.moved_at)  # a move sets the alias's target and time together
         moved, self.seen = state != self.seen, state
         if self.canary is not None:
-            self.canary = self.canary.follow(self, alias.model_tag, moved)
-        if moved and alias.model_tag != self.live_tag and self.canary is None:
-            by = alias.history[-1].requested_by if alias.history else None
+            self.canary = self.canary.follow(self, target, moved)
+        if moved and target != self.live_tag and self.canary is None:
             # A failure is recorded and said; the alias must move again for another try.
             with contextlib.suppress(RolloutFailed):
-                self.deploy(alias.model_tag, by)
+                self.deploy(target, last.requested_by)
         if self.canary is None:
             deployments = Deployments(self.db)
             asked = deployments.open_canary(self.settings.serve_alias)
-            if asked is not None and alias.updated_at > asked.started_at:
-                why = f"the alias moved to {alias.model_tag} before the canary started"
+            if asked is not None and last.moved_at > asked.started_at:
+                why = f"the alias moved to {target} before the canary started"
                 deployments.ended(asked.id, DeploymentResult.ABORTED, why)
             elif asked is not None:
                 with contextlib.suppress(RolloutFailed):

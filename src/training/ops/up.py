@@ -32,7 +32,7 @@ from training.ops.edge import (
     start_caddy,
 )
 from training.ops.keys import KeyRing
-from training.ops.processes import spawn_logged, tool
+from training.ops.processes import keyed_env, spawn_logged, tool
 from training.ops.rollout import Controller, example_row, model_card
 from training.ops.supervisor import Say, Spawn, Supervisor, tail
 from training.progress import Reporter
@@ -152,12 +152,7 @@ def _edge_env(
 
 def _children(settings: ServerSettings, edge_env: dict[str, str]) -> dict[str, Spawn]:
     """How to start the training service and Caddy."""
-    env = {
-        **os.environ,
-        "REQUIRE_API_KEY": "true",
-        "API_KEYS_FILE": str(settings.keys_path),
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
+    env = keyed_env(settings.keys_path)
     api = [tool("training"), "serve", "--port", str(settings.training_port)]
     return {
         "training": lambda log: spawn_logged(api, env, log),

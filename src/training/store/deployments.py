@@ -40,19 +40,30 @@ def info(row: Deployment) -> DeploymentInfo:
     )
 
 
-def live_row(session: Session, alias: str) -> Deployment | None:
-    query = select(Deployment).where(Deployment.alias == alias, Deployment.result == R.LIVE.value)
+def _newest(session: Session, alias: str, result: DeploymentResult | None) -> Deployment | None:
+    query = select(Deployment).where(Deployment.alias == alias)
+    if result is not None:
+        query = query.where(Deployment.result == result.value)
     return session.scalars(query.order_by(Deployment.id.desc()).limit(1)).first()
+
+
+def live_row(session: Session, alias: str) -> Deployment | None:
+    return _newest(session, alias, R.LIVE)
 
 
 def open_canary_row(session: Session, alias: str) -> Deployment | None:
-    query = select(Deployment).where(Deployment.alias == alias, Deployment.result == R.CANARY.value)
-    return session.scalars(query.order_by(Deployment.id.desc()).limit(1)).first()
+    return _newest(session, alias, R.CANARY)
 
 
 def last_row(session: Session, alias: str) -> Deployment | None:
-    query = select(Deployment).where(Deployment.alias == alias)
-    return session.scalars(query.order_by(Deployment.id.desc()).limit(1)).first()
+    return _newest(session, alias, None)
+
+
+def _opened(session: Session, result: DeploymentResult, **fields: object) -> Deployment:
+    row = Deployment(started_at=utcnow(), result=result.value, **fields)
+    session.add(row)
+    session.flush()
+    return row
 
 
 class Deployments:
@@ -61,16 +72,14 @@ class Deployments:
 
     def begin(self, alias: str, from_tag: str | None, to_tag: str, requested_by: str | None) -> int:
         with self.db.write() as session:
-            row = Deployment(
+            row = _opened(
+                session,
+                R.ROLLING,
                 alias=alias,
                 from_tag=from_tag,
                 to_tag=to_tag,
                 requested_by=requested_by,
-                started_at=utcnow(),
-                result=R.ROLLING.value,
             )
-            session.add(row)
-            session.flush()
             return row.id
 
     def request_canary(
@@ -88,17 +97,15 @@ class Deployments:
                     "(`training canary promote` or `training canary abort`)",
                     field="alias",
                 )
-            row = Deployment(
+            row = _opened(
+                session,
+                R.CANARY,
                 alias=alias,
                 from_tag=from_tag,
                 to_tag=to_tag,
                 requested_by=requested_by,
-                started_at=utcnow(),
-                result=R.CANARY.value,
                 canary_percent=percent,
             )
-            session.add(row)
-            session.flush()
             return info(row)
 
     def open_canary(self, alias: str) -> DeploymentInfo | None:

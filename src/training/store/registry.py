@@ -32,20 +32,21 @@ def check_alias_name(name: str) -> str:
     return name
 
 
+def _move_info(move: AliasMove) -> AliasMoveInfo:
+    return AliasMoveInfo(
+        from_tag=move.from_tag,
+        to_tag=move.to_tag,
+        action=move.action,
+        moved_at=move.moved_at,
+        requested_by=move.requested_by,
+    )
+
+
 def _history(session: Session, alias: str) -> list[AliasMoveInfo]:
     moves = session.scalars(
         select(AliasMove).where(AliasMove.alias == alias).order_by(AliasMove.id)
     )
-    return [
-        AliasMoveInfo(
-            from_tag=m.from_tag,
-            to_tag=m.to_tag,
-            action=m.action,
-            moved_at=m.moved_at,
-            requested_by=m.requested_by,
-        )
-        for m in moves
-    ]
+    return [_move_info(m) for m in moves]
 
 
 def _version(row: ModelVersion, aliases: list[str]) -> ModelVersionInfo:
@@ -165,6 +166,16 @@ class Registry:
                     f"no alias {alias!r}; promote a model first (`training promote`)", field="alias"
                 )
             return _alias(session, row)
+
+    def last_move(self, alias: str) -> AliasMoveInfo:
+        """An alias's newest move (its target, when and by whom): one row, however long the
+        history, for a caller that polls (the rollout controller)."""
+        with self.db.read() as session:
+            query = select(AliasMove).where(AliasMove.alias == alias)
+            move = session.scalars(query.order_by(AliasMove.id.desc()).limit(1)).first()
+            if move is None:
+                raise NotFound(f"no alias {alias!r}", field="alias")
+            return _move_info(move)
 
     def list_aliases(self) -> list[AliasInfo]:
         with self.db.read() as session:
