@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/training_api.py
 	$(BIN)/python bench/rollout.py
+	$(BIN)/python bench/container.py
 
 
 clean:

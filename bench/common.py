@@ -71,13 +71,18 @@ def tree_cpu_s(pid: int) -> float:
     return _tree_sum(pid, lambda p: p.cpu_times().user + p.cpu_times().system)
 
 
-def bench_setup(name: str, script: str) -> tuple[argparse.Namespace, Path, dict[str, str], str]:
-    """The wrk benchmarks' start: arguments, a work folder, its environment and an iris model."""
+def bench_setup(
+    name: str, script: str, flags: tuple[str, ...] = ()
+) -> tuple[argparse.Namespace, Path, dict[str, str], str]:
+    """The wrk benchmarks' start: arguments (with the script's own on/off ``flags``), a work
+    folder, its environment and an iris model."""
     parser = argparse.ArgumentParser(
         description=script, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    for flag in flags:
+        parser.add_argument(flag, action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit(f"bench/{name}.py needs wrk: apt-get install wrk")

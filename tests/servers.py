@@ -387,3 +387,16 @@ def cli_json(env: dict[str, str], *args: str) -> Any:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
+
+
+def run_podman(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=180, env=env)
+
+
+def production_image(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """An iris model trained into stores under ``tmp``, promoted to production, and its image:
+    the stores' environment and `training containerize`'s document."""
+    env = base_env(DATA_DIR=str(tmp / "data"), BENTOML_HOME=str(tmp / "bentoml"))
+    tag = cli_json(env, "train", "--dataset", "iris", "--model", "logistic_regression", "--cv", "0")
+    cli_json(env, "promote", tag["model_tag"], "--alias", "production")
+    return env, cli_json(env, "containerize", "--alias", "production")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from sqlalchemy.engine import make_url
@@ -199,6 +200,12 @@ class RolloutSettings(ProjectSettings):
         description="Instances of the prediction service behind the edge. Their slots are the "
         "ports SERVICE_PORT, SERVICE_PORT+2, ... (twice as many: a rollout starts the new "
         "instances beside the old ones).",
+    )
+    service_runtime: Literal["process", "container"] = Field(
+        default="process",
+        description="How the prediction service's instances run: `bentoml serve` processes, or "
+        "containers of the bento's image (podman, published on loopback only; `training "
+        "containerize` builds the image, once per bento).",
     )
     rollout_ready_timeout_s: float = Field(
         default=180.0,

@@ -33,6 +33,12 @@ def register(commands: Any) -> None:
         "containerize", help="build the OCI image of an alias's bento with podman (no registry)"
     )
     _which_model(image)
+    image.add_argument(
+        "--edge",
+        action="store_true",
+        help="build the edge's image instead (Caddy with the project's Caddyfile, for "
+        "deploy/kubernetes/)",
+    )
     json_flag(image)
     image.set_defaults(handler=run_containerize)
 
@@ -48,24 +54,25 @@ def _built(args: argparse.Namespace, report: Any, out: Path | None = None) -> Bu
 
 
 def run_containerize(args: argparse.Namespace) -> int:
-    from training.ops.container import containerize
+    from training.ops.image import containerize, edge_image
 
+    cache = load(Settings).container_cache_dir
     with progress_display("image") as report:
-        bento = _built(args, report)
-        image = containerize(
-            Path(bento.archive),
-            bento.bento_tag,
-            bento.model_tag,
-            load(Settings).container_cache_dir,
-            report,
-        )
+        if args.edge:
+            image = edge_image(cache, report)
+        else:
+            image = containerize(_built(args, report).bento_tag, cache, report)
     if args.json:
         print_json(image)
     else:
         stdout.print(image.image, highlight=False)
+        what = (
+            "the edge's image (Caddy)"
+            if image.bento_tag is None
+            else f"image of bento {image.bento_tag} (model {image.model_tag})"
+        )
         stdout.print(
-            f"image of bento {image.bento_tag} (model {image.model_tag}), "
-            f"{image.size_bytes / 1e6:.0f} MB, built in {image.seconds:.1f} s "
+            f"{what}, {image.size_bytes / 1e6:.0f} MB, built in {image.seconds:.1f} s "
             f"on {image.base_image}",
             highlight=False,
         )

@@ -1,227 +1,148 @@
-"""The bento's OCI image, built with podman and no image registry: `training containerize`.
+"""The prediction service in containers: `podman run` of the bento's image, as shipped
+(non-root, read-only root, BentoML's home on a tmpfs, API keys mounted read-only, published on
+loopback only), and SERVICE_RUNTIME=container, where the rollout's instances are such
+containers (``ContainerRuntime``, a ``training.ops.fleet.Runtime``).
 
-- The base image is made here from Debian's packages (debootstrap of bookworm, minbase, with
-  its Python 3.11), once per recipe: its tag carries the recipe's hash, so a changed recipe
-  makes a new one and an unchanged one is reused from podman's store.
-- The Python packages are the bento's own pins (its ``env/python/requirements.txt``, exported
-  from uv.lock), downloaded as wheels on the host once per set of pins and installed in the
-  image offline (``--no-index``) from a read-only build volume: reproducible, and nothing in
-  the build reaches a registry.
-- The image holds the exported bento with its model (no run database), runs as the non-root
-  user ``bentoml`` (uid 1034, as BentoML's own images), with a HEALTHCHECK on ``/readyz``; the
-  API-key file is mounted at run time, read-only.
-
-Why not ``bentoml containerize --backend podman``: BentoML 1.4's generated Dockerfile installs
-uv by hash from the package registry and the pins through it, and runs apt-get, inside the
-build; from a container here the registry's HTTPS fails verification (DESIGN.md), and its
-template blocks would have to be replaced whole to install offline.
+What an instance reads from this host is mounted, read-only, as folders, so a file replaced
+there (renamed into place) is seen inside: the API-key file, mirrored into the run folder
+every second (the real one sits beside the run database, which no container may see), and the
+slot's hold file. Both are handed to the image's user (uid 1034), as nothing else may read
+them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import shutil
+import contextlib
+import os
 import subprocess
-import tarfile
-import tempfile
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
-from training.errors import UserError
-from training.ops.processes import run_checked
-from training.progress import Reporter
-
-#: podman here: runc (crun refuses hybrid cgroups) and rlimits within the machine's (DESIGN.md).
-PODMAN_RUN = [
-    "--runtime",
-    "runc",
-    "--ulimit",
-    "nofile=4096:4096",
-    "--ulimit",
-    "nproc=4096:4096",
-]
-SUITE = "bookworm"
-PACKAGES = ("python3", "python3-venv", "ca-certificates")
-BENTO_UID = 1034
-SERVICE_PORT = 3000
-KEYS_FILE = "/etc/training/api_keys.json"  # where the API-key secret is mounted
-WRITABLE_HOME = "/home/bentoml/home"  # BENTOML_HOME: a tmpfs at run time
-# The base image's recipe: a change here makes a new base image.
-BASE_RECIPE = f"debootstrap --variant=minbase --include={','.join(PACKAGES)} {SUITE}"
-
-CONTAINERFILE = """\
-FROM {base}
-ENV LANG=C.UTF-8 LC_ALL=C.UTF-8 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:/usr/bin:/bin \\
-    BENTOML_HOME={home} BENTOML_DO_NOT_TRACK=true BENTOML_CONTAINERIZED=true \\
-    SERVICE_HOST=0.0.0.0 SERVICE_PORT={port} API_KEYS_FILE={keys}
-# The pins, offline from the wheels volume; the user; the mount point of the API-key secret (a
-# read-only root cannot make one at run time). BentoML's home is a tmpfs at run time (the root
-# file system is read-only; BentoML writes its Prometheus folder there; the model is in the
-# bento); podman makes its mount point (one made here would lend the tmpfs its owner and mode).
-RUN python3 -m venv /opt/venv \\
-    && /opt/venv/bin/pip install --quiet --no-index --no-cache-dir --find-links /wheels \\
-       -r /wheels/requirements.txt \\
-    && echo "bentoml:x:{uid}:{uid}::/home/bentoml:/usr/sbin/nologin" >> /etc/passwd \\
-    && echo "bentoml:x:{uid}:" >> /etc/group \\
-    && mkdir -p /etc/training /home/bentoml && touch {keys} \\
-    && chown -R {uid}:{uid} /home/bentoml
-COPY --chown={uid}:{uid} bento /home/bentoml/bento
-USER {uid}
-WORKDIR /home/bentoml/bento
-EXPOSE {port}
-HEALTHCHECK --interval=5s --timeout=3s --retries=3 CMD ["python3", "-c", "{probe}"]
-CMD ["bentoml", "serve", "/home/bentoml/bento", "--host", "0.0.0.0", "--port", "{port}", \\
-     "--timeout-keep-alive", "75"]
-"""
-
-
-#: The HEALTHCHECK: the image has no curl; urlopen raises (exit 1) on a 503 as well.
-PROBE = (
-    f"import urllib.request as u; u.urlopen('http://127.0.0.1:{SERVICE_PORT}/readyz', timeout=2)"
+from training.ops.fleet import Instance
+from training.ops.image import (
+    BENTO_UID,
+    KEYS_FILE,
+    SERVICE_PORT,
+    WRITABLE_HOME,
+    containerize,
+    image_name,
+    podman_env,
 )
+from training.ops.supervisor import Say
+from training.serving.settings import ServiceSettings
+
+SLOT_DIR = "/home/bentoml/slot"  # the slot folder inside: the hold file
+#: Set for the container by its runtime, not taken from this host's environment.
+OWN = {"SERVICE_HOST", "SERVICE_PORT", "SERVICE_HOLD_FILE", "API_KEYS_FILE", "DATA_DIR"}
 
 
-class BuiltImage(BaseModel):
-    model_config = ConfigDict(frozen=True, protected_namespaces=())
-
-    image: str
-    bento_tag: str
-    model_tag: str
-    base_image: str
-    size_bytes: int
-    seconds: float
-
-
-def missing_tools() -> list[str]:
-    """What building and running images needs and this machine lacks (Debian: apt-get install
-    -y podman runc debootstrap)."""
-    return [t for t in ("podman", "runc", "debootstrap") if shutil.which(t) is None]
-
-
-def _mirror() -> str:
-    """The Debian mirror apt's own sources name here (deb822 or the one-line format)."""
-    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        for line in path.read_text().splitlines():
-            if line.startswith("URIs:"):
-                return line.split()[1]
-    listing = Path("/etc/apt/sources.list")
-    for line in listing.read_text().splitlines() if listing.exists() else []:
-        if line.startswith("deb "):
-            return line.split()[1]
-    return "http://deb.debian.org/debian"
-
-
-def _image_exists(image: str) -> bool:
-    return subprocess.run(["podman", "image", "exists", image], check=False).returncode == 0
-
-
-def base_image(cache: Path, report: Reporter) -> str:
-    """The base image for this recipe, made once (debootstrap, then podman import)."""
-    mirror = _mirror()
-    digest = hashlib.sha256(f"{BASE_RECIPE} {mirror}".encode()).hexdigest()[:12]
-    image = f"localhost/training-base:{digest}"
-    if _image_exists(image):
-        return image
-    report(f"making the base image ({BASE_RECIPE})", 0.1)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        root = Path(tmp) / "root"
-        args = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
-        run_checked([*args, SUITE, str(root), mirror], "debootstrap")
-        archive = Path(tmp) / "root.tar"
-        run_checked(["tar", "-C", str(root), "-cf", str(archive), "."], "tar of the base image")
-        run_checked(["podman", "import", str(archive), image], "podman import")
-    return image
-
-
-def wheels(requirements: Path, cache: Path, report: Reporter) -> Path:
-    """The pins' wheels, downloaded once per set of pins, with the requirements beside them."""
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
-    folder = cache / "wheels" / digest
-    if (folder / "requirements.txt").is_file():
-        return folder
-    report("downloading the pinned wheels", 0.3)
-    python = shutil.which("python3") or "python3"
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    download = [python, "-m", "pip", "download", "--quiet", "--only-binary=:all:"]
-    run_checked(
-        [*download, "-r", str(requirements), "-d", str(partial)], "pip download of the wheels"
-    )
-    shutil.copy(requirements, partial / "requirements.txt")
-    partial.rename(folder)
-    return folder
-
-
-def containerize(
-    archive: Path, bento_tag: str, model_tag: str, cache: Path, report: Reporter
-) -> BuiltImage:
-    """The image of an exported bento (``training build``'s archive), tagged as the bento."""
-    missing = missing_tools()
-    if missing:
-        raise UserError(
-            f"{', '.join(missing)} not installed; on Debian: apt-get install -y podman runc "
-            "debootstrap"
-        )
-    started = time.monotonic()
-    cache.mkdir(parents=True, exist_ok=True)
-    base = base_image(cache, report)
-    image = f"localhost/{bento_tag}"
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        context = Path(tmp)
-        with tarfile.open(archive) as bundle:
-            bundle.extractall(context / "bento", filter="data")
-        folder = wheels(context / "bento" / "env" / "python" / "requirements.txt", cache, report)
-        (context / "Containerfile").write_text(
-            CONTAINERFILE.format(
-                base=base,
-                uid=BENTO_UID,
-                port=SERVICE_PORT,
-                probe=PROBE,
-                keys=KEYS_FILE,
-                home=WRITABLE_HOME,
-            )
-        )
-        report("podman build", 0.5)
-        # docker format: OCI images have no HEALTHCHECK.
-        build = ["podman", "build", "--format", "docker", *PODMAN_RUN]
-        run_checked(
-            [*build, "-v", f"{folder}:/wheels:ro", "-t", image, str(context)], "podman build"
-        )
-    size = run_checked(
-        ["podman", "image", "inspect", image, "--format", "{{.Size}}"], "podman inspect"
-    )
-    report("built", 1.0)
-    return BuiltImage(
-        image=image,
-        bento_tag=bento_tag,
-        model_tag=model_tag,
-        base_image=base,
-        size_bytes=int(size.strip()),
-        seconds=round(time.monotonic() - started, 1),
-    )
-
-
-def run_args(image: str, name: str, host_port: int, secret: str) -> list[str]:
-    """`podman run` of an image: published on loopback only, read-only root, BentoML's home on
-    a tmpfs, API keys required and read from ``secret`` (a podman secret of the key file,
-    readable by the image's user alone)."""
+def run_args(
+    image: str, name: str, host_port: int, keys_dir: Path, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """`podman run` of a prediction image, in the foreground, removed when it stops, replacing
+    a container of the same name (one a killed stack left); ``extra`` options before the
+    image."""
     return [
         "podman",
         "run",
-        "--detach",
+        "--rm",
+        "--replace",
         "--name",
         name,
-        *PODMAN_RUN,
         "--read-only",
         "--tmpfs",
         f"{WRITABLE_HOME}:rw,mode=1777",
-        "--secret",
-        f"{secret},type=mount,target={KEYS_FILE},uid={BENTO_UID},mode=0400",
+        "--volume",
+        f"{keys_dir}:{Path(KEYS_FILE).parent}:ro",
         "--env",
         "REQUIRE_API_KEY=true",
         "--publish",
         f"127.0.0.1:{host_port}:{SERVICE_PORT}",
+        *extra,
         image,
     ]
+
+
+def hand_over(path: Path) -> None:
+    """The image's user owns ``path`` (its mode stays private: 0700 or 0600)."""
+    if os.geteuid() == 0:
+        os.chown(path, BENTO_UID, BENTO_UID)
+    else:  # rootless podman: the container's uids are mapped into the user's range
+        subprocess.run(
+            ["podman", "unshare", "chown", f"{BENTO_UID}:{BENTO_UID}", str(path)], check=True
+        )
+
+
+def mirror_keys(source: Path, keys_dir: Path) -> None:
+    """The key file copied into ``keys_dir`` for the image's user, replaced whole."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    target = keys_dir / Path(KEYS_FILE).name
+    try:
+        data = source.read_bytes()
+    except FileNotFoundError:
+        target.unlink(missing_ok=True)  # no keys: the service refuses every request
+        return
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(data)
+    hand_over(partial)
+    partial.replace(target)
+
+
+@dataclass
+class ContainerRuntime:
+    """SERVICE_RUNTIME=container: each instance is a container of its bento's image."""
+
+    env: dict[str, str]  # this host's settings: the service's are passed on
+    keys_path: Path
+    run_dir: Path
+    cache: Path  # CONTAINER_CACHE_DIR
+    _keys_seen: tuple[int, int] | None = field(default=None, init=False)
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.run_dir / "keys"
+
+    def prepare(self, bento_tag: str, note: Say) -> None:
+        note(f"building the image of {bento_tag} (made once)")
+        containerize(bento_tag, self.cache, lambda stage, _: None)
+
+    def command(self, instance: Instance, slot_dir: Path) -> tuple[list[str], dict[str, str]]:
+        self.refresh()
+        extra = ["--volume", f"{slot_dir}:{SLOT_DIR}:ro"]
+        extra += ["--env", f"SERVICE_HOLD_FILE={SLOT_DIR}/hold"]
+        for name in (n.upper() for n in ServiceSettings.model_fields):
+            if name in self.env and name not in OWN:
+                extra += ["--env", f"{name}={self.env[name]}"]
+        image = image_name(instance.bento_tag)
+        args = run_args(image, self.name(instance), instance.port, self.keys_dir, tuple(extra))
+        return args, podman_env(self.cache)
+
+    def name(self, instance: Instance) -> str:
+        return f"training-prediction-{instance.port}"  # a port is this host's alone
+
+    def hand_over(self, path: Path) -> None:
+        hand_over(path)
+
+    def refresh(self) -> None:
+        """The key file's mirror follows the real one (a key made or revoked counts within a
+        second, as for a process)."""
+        try:
+            st = self.keys_path.stat()
+            seen = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            seen = (0, 0)
+        if seen != self._keys_seen:
+            mirror_keys(self.keys_path, self.keys_dir)
+            self.keys_dir.chmod(0o700)
+            hand_over(self.keys_dir)
+            self._keys_seen = seen
+
+    def removed(self, instance: Instance) -> None:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run(
+                ["podman", "rm", "--force", "--ignore", "--time", "10", self.name(instance)],
+                env=podman_env(self.cache),
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )

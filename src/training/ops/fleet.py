@@ -14,9 +14,9 @@ instances come and go without touching Caddy's configuration:
   within ``EDGE_NOTICE_S``, then SIGTERM lets it finish the requests it has (uvicorn's
   graceful shutdown).
 
-Each instance has a BentoML home of its own that shares the model and bento stores: every
-`bentoml serve` empties its home's Prometheus folder when it starts, which would wipe the
-metrics of an instance still serving beside it.
+An instance runs as SERVICE_RUNTIME says (``Runtime``): a `bentoml serve` process
+(``ProcessRuntime``) or a container of the bento's image (``training.ops.container``); the
+slots, the hold files and the rollout are the same for both.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
 from training.ops.edge import EDGE_NOTICE_S, SERVICE_KEEP_ALIVE_S
 from training.ops.processes import spawn_logged, tool
-from training.ops.supervisor import Spawn, Supervisor, tail
+from training.ops.supervisor import Say, Spawn, Supervisor, tail
 
 
 class InstanceFailed(Exception):
@@ -53,33 +54,55 @@ class Instance:
         return f"http://127.0.0.1:{self.port}"
 
 
-class Fleet:
-    def __init__(
-        self,
-        supervisor: Supervisor,
-        ports: list[int],
-        env: dict[str, str],
-        run_dir: Path,
-        logs_dir: Path,
-    ) -> None:
-        self.supervisor = supervisor
-        self.ports = ports
-        self.replicas = len(ports) // 2
-        self.env = env  # the instances' environment: keys, limits, BENTOML_HOME
-        self.run_dir = run_dir
-        self.logs_dir = logs_dir
-        self.serving: list[Instance] = []
+class Runtime(Protocol):
+    """How an instance runs (SERVICE_RUNTIME)."""
 
-    def hold_file(self, slot: int) -> Path:
-        return self.run_dir / f"slot-{slot}.hold"
+    def prepare(self, bento_tag: str, note: Say) -> None:
+        """What must exist before an instance of the bento starts (its image, say)."""
 
-    def log(self, slot: int) -> Path:
-        return self.logs_dir / f"service-{slot}.log"
+    def command(self, instance: Instance, slot_dir: Path) -> tuple[list[str], dict[str, str]]:
+        """The command that serves ``instance`` in the foreground, and its environment; it
+        reads its hold file in ``slot_dir``."""
+        ...
 
-    def _home(self, slot: int) -> Path:
-        """A BentoML home for this slot that shares the stores of the real one."""
+    def hand_over(self, path: Path) -> None:
+        """``path`` (the slot folder, a hold file) is for the instance to read."""
+
+    def refresh(self) -> None:
+        """Keep what the instances read in step with this host (run every second)."""
+
+    def removed(self, instance: Instance) -> None:
+        """The instance's command stopped: nothing of it may be left."""
+
+
+@dataclass
+class ProcessRuntime:
+    """`bentoml serve` of the bento from BentoML's store, in a BentoML home per slot that
+    shares the model and bento stores: every `bentoml serve` empties its home's Prometheus
+    folder when it starts, which would wipe the metrics of an instance still serving beside
+    it."""
+
+    env: dict[str, str]  # keys, limits, BENTOML_HOME
+
+    def prepare(self, bento_tag: str, note: Say) -> None:
+        pass
+
+    def command(self, instance: Instance, slot_dir: Path) -> tuple[list[str], dict[str, str]]:
+        args = [tool("bentoml"), "serve", instance.bento_tag, "--host", "127.0.0.1"]
+        args += ["--port", str(instance.port)]
+        args += ["--timeout-keep-alive", str(SERVICE_KEEP_ALIVE_S)]
+        env = {
+            **self.env,
+            "BENTOML_HOME": str(self._home(slot_dir)),
+            "SERVICE_HOST": "127.0.0.1",
+            "SERVICE_PORT": str(instance.port),
+            "SERVICE_HOLD_FILE": str(slot_dir / "hold"),
+        }
+        return args, env
+
+    def _home(self, slot_dir: Path) -> Path:
         shared = Path(self.env.get("BENTOML_HOME") or Path.home() / "bentoml")
-        home = self.run_dir / f"slot-{slot}-bentoml"
+        home = slot_dir / "bentoml"
         home.mkdir(parents=True, exist_ok=True)
         for store in ("models", "bentos"):
             (shared / store).mkdir(parents=True, exist_ok=True)
@@ -87,6 +110,48 @@ class Fleet:
             if not link.is_symlink():
                 link.symlink_to(shared / store, target_is_directory=True)
         return home
+
+    def hand_over(self, path: Path) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+    def removed(self, instance: Instance) -> None:
+        pass
+
+
+class Fleet:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        ports: list[int],
+        runtime: Runtime,
+        run_dir: Path,
+        logs_dir: Path,
+    ) -> None:
+        self.supervisor = supervisor
+        self.ports = ports
+        self.replicas = len(ports) // 2
+        self.runtime = runtime
+        self.run_dir = run_dir
+        self.logs_dir = logs_dir
+        self.serving: list[Instance] = []
+        self.started: dict[int, Instance] = {}  # by slot: every instance not stopped yet
+
+    def slot_dir(self, slot: int) -> Path:
+        return self.run_dir / f"slot-{slot}"
+
+    def hold_file(self, slot: int) -> Path:
+        return self.slot_dir(slot) / "hold"
+
+    def log(self, slot: int) -> Path:
+        return self.logs_dir / f"service-{slot}.log"
+
+    def _hold(self, slot: int, pool: str) -> None:
+        hold = self.hold_file(slot)
+        hold.write_text(pool)
+        self.runtime.hand_over(hold)
 
     def start(self, bento_tag: str, model_tag: str) -> list[Instance]:
         """SERVICE_REPLICAS instances of the bento on the group of slots not serving now, held
@@ -96,19 +161,12 @@ class Fleet:
         started: list[Instance] = []
         for slot in range(group * self.replicas, (group + 1) * self.replicas):
             instance = Instance(slot, self.ports[slot], bento_tag, model_tag)
-            hold = self.hold_file(slot)
-            hold.parent.mkdir(parents=True, exist_ok=True)
-            hold.write_text("")  # held: in no pool of the edge until placed
-            args = [tool("bentoml"), "serve", bento_tag, "--host", "127.0.0.1"]
-            args += ["--port", str(instance.port)]
-            args += ["--timeout-keep-alive", str(SERVICE_KEEP_ALIVE_S)]
-            env = {
-                **self.env,
-                "BENTOML_HOME": str(self._home(slot)),
-                "SERVICE_HOST": "127.0.0.1",
-                "SERVICE_PORT": str(instance.port),
-                "SERVICE_HOLD_FILE": str(hold),
-            }
+            folder = self.slot_dir(slot)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.runtime.hand_over(folder)
+            self._hold(slot, "")  # held: in no pool of the edge until placed
+            args, env = self.runtime.command(instance, folder)
+            self.started[slot] = instance
             self.supervisor.add(instance.name, _spawner(args, env), self.log(slot))
             started.append(instance)
         return started
@@ -141,11 +199,10 @@ class Fleet:
         the next health checks of the edge's pools see it (see the hold file in
         ``training.serving.http``)."""
         for instance in instances:
-            hold = self.hold_file(instance.slot)
             if pool is None:
-                hold.unlink(missing_ok=True)
+                self.hold_file(instance.slot).unlink(missing_ok=True)
             else:
-                hold.write_text(pool)
+                self._hold(instance.slot, pool)
 
     def admit(self, instances: list[Instance]) -> None:
         """Into rotation as the instances that serve."""
@@ -163,8 +220,14 @@ class Fleet:
     def stop(self, instances: list[Instance]) -> None:
         for instance in instances:
             self.supervisor.remove(instance.name)
+            self.runtime.removed(instance)
             self.hold_file(instance.slot).unlink(missing_ok=True)
+            self.started.pop(instance.slot, None)
         self.serving = [i for i in self.serving if i not in instances]
+
+    def close(self) -> None:
+        """Every instance stopped and gone (the stack stops)."""
+        self.stop(list(self.started.values()))
 
 
 def _spawner(args: list[str], env: dict[str, str]) -> Spawn:

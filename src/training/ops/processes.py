@@ -25,10 +25,12 @@ def spawn_logged(args: list[str], env: dict[str, str], log: Path) -> subprocess.
         )
 
 
-def run_checked(args: list[str], what: str, cwd: Path | None = None) -> str:
+def run_checked(
+    args: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> str:
     """Run a command to its end; its stdout, or a UserError naming ``what`` with the last lines
     it wrote."""
-    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = " | ".join(line for line in (done.stderr or done.stdout).strip().splitlines()[-3:])
         raise UserError(f"{what} failed (exit {done.returncode}): {tail}")

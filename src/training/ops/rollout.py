@@ -27,8 +27,9 @@ import httpx
 
 from training.errors import NotFound, UserError
 from training.ops.bento import build, stored_bento
+from training.ops.container import ContainerRuntime
 from training.ops.edge import EDGE_NOTICE_S, canary_share_file, write_canary_share
-from training.ops.fleet import Fleet, Instance, InstanceFailed
+from training.ops.fleet import Fleet, Instance, InstanceFailed, ProcessRuntime, Runtime
 from training.ops.keys import KeyRing
 from training.ops.processes import keyed_env
 from training.ops.supervisor import Say, Supervisor
@@ -119,12 +120,19 @@ class Controller:
         keys: KeyRing,
     ) -> Controller:
         """The controller of this host's instances: slots from SERVICE_PORT, files under
-        DATA_DIR, a smoke-prediction key of its own (renewed at each start)."""
+        DATA_DIR, run as SERVICE_RUNTIME says, a smoke-prediction key of its own (renewed at
+        each start)."""
+        env, run_dir = keyed_env(settings.keys_path), settings.data_dir / "run"
+        runtime: Runtime = ProcessRuntime(env)
+        if rollout.service_runtime == "container":
+            runtime = ContainerRuntime(
+                env, settings.keys_path, run_dir, settings.container_cache_dir
+            )
         fleet = Fleet(
             supervisor,
             rollout.slot_ports(service.service_port),
-            keyed_env(settings.keys_path),
-            settings.data_dir / "run",
+            runtime,
+            run_dir,
             settings.data_dir / "logs",
         )
         smoke_key = keys.renew("rollout:smoke", "predict")
@@ -151,6 +159,7 @@ class Controller:
             supervisor.stop()
             following.join(timeout=60)
             supervisor.stop()  # what a rollout started while the first stop ran
+            self.fleet.close()  # nothing of an instance left (a container, say)
             self.say("stopped")
             return 0
         finally:
@@ -191,6 +200,7 @@ class Controller:
         new: list[Instance] = []
         try:
             bento = self._bento(tag, note)
+            self.fleet.runtime.prepare(bento, note)
             if self.stopping.is_set():  # a stop during the build: start nothing more
                 raise InstanceFailed("the stack stopped during the rollout")
             note(f"starting {self.fleet.replicas} instance(s) of {bento}")
@@ -259,6 +269,7 @@ class Controller:
         """Check the alias every POLL_S until ``stopping`` is set (a thread of `training up`)."""
         while not self.stopping.wait(POLL_S):
             try:
+                self.fleet.runtime.refresh()
                 self.check()
             except Exception as exc:  # noqa: BLE001 - a busy store must not end the following
                 self.say(f"following {self.settings.serve_alias}: {type(exc).__name__}: {exc}")

@@ -31,6 +31,7 @@ from training.ops.edge import (
     require_free,
     start_caddy,
 )
+from training.ops.image import require_tools
 from training.ops.keys import KeyRing
 from training.ops.processes import keyed_env, spawn_logged, tool
 from training.ops.rollout import Controller, example_row, model_card
@@ -195,6 +196,8 @@ def start(
     say: Say,
 ) -> Started:
     _private(settings.data_dir)
+    if rollout.service_runtime == "container":
+        require_tools()  # before anything is trained or built
     ports = rollout.slot_ports(service.service_port)
     require_free(
         {
@@ -231,6 +234,7 @@ def start(
         wait_until_served(started)
     except BaseException:
         children.stop()
+        controller.fleet.close()
         raise
     return started
 
