@@ -82,13 +82,12 @@ def main() -> None:
     body = work / "row.json"
     body.write_text(json.dumps({"instances": [IRIS_ROW]}))
     headers = {"Authorization": f"Bearer {key}"}
-    cache = Path(env.get("CONTAINER_CACHE_DIR", Path.home() / ".cache" / "training"))
     port = free_port()
     name = f"bench-container-{port}"
     servers = {
         "container": (
             run_args(str(warm["image"]), name, port, keys),
-            podman_env(cache),
+            podman_env(work / "cache"),
         ),
         "process": (
             [str(BIN / "bentoml"), "serve", str(warm["bento_tag"]), "--port", str(port)],

@@ -126,7 +126,7 @@ def played(podman: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     rendered = tmp / "kube.yaml"
     rendered.write_text(yaml.safe_dump_all(documents))
     network = f"training-kube-{os.getpid()}"
-    conf = podman_env(Path(env.get("CONTAINER_CACHE_DIR", Path.home() / ".cache" / "training")))
+    conf = podman_env(tmp / "cache")
     assert run_podman("network", "create", network).returncode == 0
     try:
         done = run_podman("kube", "play", "--network", network, str(rendered), env=conf)

@@ -107,11 +107,9 @@ def build(
     report("exporting the archive", 0.8)
     import bentoml
 
-    folder = out_dir or root / "bentos"
-    folder.mkdir(parents=True, exist_ok=True)
-    archive = Path(
-        bentoml.export_bento(bento_tag, str(folder / f"{bento_tag.replace(':', '-')}.bento"))
-    )
+    target = archive_path(bento_tag, out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    archive = Path(bentoml.export_bento(bento_tag, str(target)))
     report("built", 1.0)
     return BuiltBento(
         bento_tag=bento_tag,
@@ -121,6 +119,11 @@ def build(
         size_bytes=archive.stat().st_size,
         seconds=round(time.monotonic() - started, 2),
     )
+
+
+def archive_path(bento_tag: str, out_dir: Path | None = None) -> Path:
+    """Where `training build` exports a bento (default: bentos/ in the checkout)."""
+    return (out_dir or project_root() / "bentos") / f"{bento_tag.replace(':', '-')}.bento"
 
 
 def stored_bento(model_tag: str) -> str | None:

@@ -33,7 +33,14 @@ from training.serving.settings import ServiceSettings
 
 SLOT_DIR = "/home/bentoml/slot"  # the slot folder inside: the hold file
 #: Set for the container by its runtime, not taken from this host's environment.
-OWN = {"SERVICE_HOST", "SERVICE_PORT", "SERVICE_HOLD_FILE", "API_KEYS_FILE", "DATA_DIR"}
+OWN = {
+    "SERVICE_HOST",
+    "SERVICE_PORT",
+    "SERVICE_HOLD_FILE",
+    "API_KEYS_FILE",
+    "DATA_DIR",
+    "REQUIRE_API_KEY",
+}
 
 
 def run_args(

@@ -33,6 +33,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from training.errors import UserError
+from training.ops.bento import archive_path
 from training.ops.processes import run_checked, tool
 from training.progress import Reporter
 from training.settings import project_root
@@ -237,13 +238,14 @@ def containerize(bento_tag: str, cache: Path, report: Reporter) -> BuiltImage:
         report("built", 1.0)
         return _built(image, base, cache, started, bento_tag=bento_tag, model_tag=model_tag)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        context = Path(tmp)
+        context = Path(tmp) / "context"
         # The export holds the bento with its models (the store's bento folder refers to
-        # the model store instead).
-        archive = bentoml.export_bento(bento_tag, str(context / "bento.tar"))
+        # the model store instead): the one `training build` made, else one made here.
+        archive = archive_path(bento_tag)
+        if not archive.is_file():
+            archive = Path(bentoml.export_bento(bento_tag, str(Path(tmp) / "bento.tar")))
         with tarfile.open(archive) as bundle:
             bundle.extractall(context / "bento", filter="data")
-        Path(archive).unlink()
         folder = wheels(context / "bento" / "env" / "python" / "requirements.txt", cache, report)
         (context / "Containerfile").write_text(
             CONTAINERFILE.format(
