@@ -274,17 +274,27 @@ class Stack:
     predict_key: str
     admin_key: str
 
+    def _running(self, marker: str) -> list[psutil.Process]:
+        """The live children of `training up` whose command line holds ``marker`` (one that
+        just exited, a zombie until its parent reaps it, is not one of them)."""
+        found = []
+        for process in psutil.Process(self.proc.pid).children():
+            try:
+                if marker in " ".join(process.cmdline()):
+                    found.append(process)
+            except (psutil.ZombieProcess, psutil.NoSuchProcess):
+                continue
+        return found
+
     def child(self, marker: str) -> psutil.Process:
         """The live child of `training up` whose command line holds ``marker``."""
-        for process in psutil.Process(self.proc.pid).children():
-            if marker in " ".join(process.cmdline()) and process.is_running():
-                return process
+        for process in self._running(marker):
+            return process
         raise AssertionError(f"no child running {marker!r}")
 
     def instances(self) -> list[psutil.Process]:
         """The `bentoml serve` processes (prediction instances) it runs now."""
-        children = psutil.Process(self.proc.pid).children()
-        return [p for p in children if "bentoml serve" in " ".join(p.cmdline())]
+        return self._running("bentoml serve")
 
     def kill_instance(self) -> tuple[str, float]:
         """SIGKILL one instance with its workers: its port and when it died."""
