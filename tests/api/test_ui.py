@@ -470,3 +470,13 @@ def test_on_the_services_own_port_links_and_cookie_have_no_edge_prefix(env: Path
             "/ui/", headers={"X-Forwarded-Prefix": "/elsewhere"}, follow_redirects=False
         )
         assert spoofed.headers["location"].startswith("/ui/login")
+
+
+def test_a_full_queue_refuses_the_form_with_retry_after(env: Path) -> None:
+    with open_api(env, training_max_queued=0) as api:
+        api.client.base_url = "https://testserver/training"
+        visitor = Visitor(api)
+        visitor.get("/datasets")
+        refused = visitor.post("/runs", dataset="iris", model="logistic_regression")
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        assert "TRAINING_MAX_QUEUED" in _said(refused, "train-error")

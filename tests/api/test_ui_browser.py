@@ -164,7 +164,7 @@ def dashboard(
             max_body_bytes=1_048_576,
             service_workers=1,
             training_port=int(server.url.rsplit(":", 1)[1]),
-            max_upload_mb=1,
+            max_upload_mb=2,  # above MAX_BODY_BYTES: uploads have their own limit at the edge
         )
         with caddy(env, tmp / "caddy.log"), sync_playwright() as playwright:
             authority = tmp / "caddy" / "pki" / "authorities" / "local"
@@ -428,3 +428,27 @@ def test_the_edge_sends_the_dashboard_a_strict_content_security_policy(
     )
     assert refused.startswith("script-src")
     assert json.loads(page.evaluate("() => JSON.stringify(window.ran || false)")) is False
+
+
+def test_an_upload_from_the_page_has_the_upload_limit_at_the_edge(clean: Dashboard) -> None:
+    """1.5 MB passes (over MAX_BODY_BYTES, under TRAINING_MAX_UPLOAD_MB); 2.5 MB is a 413."""
+    page = clean.page()
+    page.goto(f"{clean.url}/datasets")
+    statuses = page.evaluate(
+        """async (sizes) => {
+            const answers = [];
+            for (const rows of sizes) {
+                const body = "a,b\\n" + "1234567,x\\n".repeat(rows);
+                const token = document.body.dataset.csrf;
+                const answer = await fetch(document.getElementById("drop").dataset.upload, {
+                    method: "POST", body: body,
+                    headers: {"Content-Type": "text/csv", "X-CSRF-Token": token},
+                });
+                answers.push(answer.status);
+            }
+            return answers;
+        }""",
+        [150_000, 250_000],
+    )
+    assert statuses == [201, 413]
+    clean.problems.remove(next(p for p in clean.problems if p.startswith("413 ")))

@@ -26,7 +26,7 @@ from training.api.errors import RETRY_AFTER_S, invalid_request
 from training.api.ui import views
 from training.api.ui.access import COOKIE, Forbidden, LoginRequired, Session, Sessions
 from training.api.ui.forms import Fields, read_form
-from training.errors import Busy, Unavailable, UserError
+from training.errors import Unavailable, UserError
 from training.settings import ServerSettings
 
 HERE = Path(__file__).parent
@@ -96,7 +96,7 @@ class Visit:
         )
         html = self.dashboard.templates.get_template(template).render(values)
         headers = {"Cache-Control": "no-store"}
-        if status == 503:
+        if status in (429, 503):  # a full queue, a busy store: worth another try in a while
             headers["Retry-After"] = str(RETRY_AFTER_S)
         return self.keep(HTMLResponse(html, status, headers))
 
@@ -215,10 +215,7 @@ def refusal(request: Request, exc: Exception) -> Response:
         message, _ = invalid_request(exc.errors())
         return visit.page("error.html", 400, message=message)
     assert isinstance(exc, (UserError, Unavailable))
-    response = visit.page("error.html", exc.status_code, message=exc.message)
-    if isinstance(exc, Busy):
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
-    return response
+    return visit.page("error.html", exc.status_code, message=exc.message)
 
 
 class PageRoute(APIRoute):
