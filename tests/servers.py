@@ -31,6 +31,39 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+#: Debian's Chromium (apt), which Playwright drives: no browser of its own is downloaded.
+CHROMIUM = Path("/usr/bin/chromium")
+#: As this machine needs it (DESIGN.md, "Browser tests"): headless, and none of the background
+#: connections its closed network would refuse; no sandbox for root.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def browser_reason() -> str | None:
+    """None when Playwright and Chromium are both here; otherwise what is missing."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (the dev group: make install)"
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing: apt-get install chromium (`make test` does, as root)"
+    return None
+
+
+def launch_chromium(playwright: Any, *flags: str) -> Any:
+    root = ["--no-sandbox"] if os.geteuid() == 0 else []
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM), args=[*CHROMIUM_FLAGS, *root, *flags]
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -129,10 +129,35 @@ class ServerSettings(Settings):
         default="/training",
         description="Path prefix under which the edge publishes the training service.",
     )
+    ui_session_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs the dashboard's session cookies and CSRF tokens (at least "
+        "32 characters); default: 32 random bytes made once in DATA_DIR/ui_session.key (0600).",
+    )
+    ui_session_hours: float = Field(
+        default=8.0,
+        gt=0,
+        le=720,
+        description="How long a dashboard login lasts before the admin key is asked again.",
+    )
+
+    @field_validator("ui_session_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("UI_SESSION_SECRET must be at least 32 characters")
+        return value
 
     @property
     def max_upload_bytes(self) -> int:
         return self.training_max_upload_mb * 1024 * 1024
+
+    @property
+    def run_logs_dir(self) -> Path:
+        """Where each training job's output goes, one file per run (``RUN_ID.log``)."""
+        return self.data_dir / "logs" / "runs"
 
 
 class EdgeSettings(ProjectSettings):

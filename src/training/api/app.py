@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
-from training.api import datasets, health, metrics, registry, runs
+from training.api import datasets, health, metrics, registry, runs, ui
 from training.api.auth import AdminKeys
 from training.api.deps import Context
 from training.api.errors import install
@@ -36,7 +36,7 @@ def local_processes(store: RunStore, settings: ServerSettings) -> Executor:
         max_jobs=settings.training_max_jobs,
         max_queued=settings.training_max_queued,
         memory_mb=settings.training_job_memory_mb,
-        logs=settings.data_dir / "logs" / "runs",
+        logs=settings.run_logs_dir,
     )
 
 
@@ -70,19 +70,20 @@ def create_app(
         version="1",
         lifespan=lifespan,
     )
+    keys = KeyStore(settings.keys_path) if settings.require_api_key else None
     app.state.context = Context(
         settings=settings,
         store=store,
         registry=Registry(db),
         executor=executor,
         prometheus=job_metrics.registry,
+        keys=keys,
     )
     # The last added runs first: the exchange rules wrap everything, key refusals included.
-    app.add_middleware(
-        AdminKeys, keys=KeyStore(settings.keys_path) if settings.require_api_key else None
-    )
+    app.add_middleware(AdminKeys, keys=keys)
     app.add_middleware(Exchanges)
     install(app)
     for module in (health, metrics, runs, registry, datasets):
         app.include_router(module.router)
+    ui.install(app, settings, keys)
     return app

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from training.errors import UnsupportedMediaType
 from training.jobs.executor import Executor
 from training.serving.exchange import is_json, media_type
+from training.serving.keys import KeyStore
 from training.settings import ServerSettings
 from training.store.registry import Registry
 from training.store.runs import RunStore
@@ -29,6 +30,7 @@ class Context:
     registry: Registry
     executor: Executor
     prometheus: CollectorRegistry
+    keys: KeyStore | None = None  # None: keys are not required
     # Recording a submission and queueing it under one lock: the queue's order is the store's.
     submitting: asyncio.Lock = field(default_factory=asyncio.Lock)
 

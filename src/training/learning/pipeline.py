@@ -313,6 +313,7 @@ def execute(
         model = plan.pipeline.fit(X_train, y_train)
         run.stage("evaluating", 0.85)
         metrics = evaluation.score(plan.task, model, X_test, y_test, classes)
+        held_out = evaluation.held_out(plan.task, model, X_test, y_test, classes, plan.schema.names)
         run.log(metrics)
         run.stage("saving", 0.9)
         artefact.model_tag = model_tag = model_tag_for(plan, run_id)
@@ -322,6 +323,7 @@ def execute(
             RunStatus.FINISHED,
             model_tag=model_tag,
             model_name=model_tag.partition(":")[0],
+            evaluation=held_out,
         )
     report("finished", 1.0)
     duration = round(time.monotonic() - started, 3)

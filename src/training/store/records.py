@@ -125,6 +125,58 @@ class RunInfo(Record):
         return (self.end_time - self.start_time).total_seconds()
 
 
+class ConfusionMatrix(Record):
+    labels: list[str] = Field(description="The classes, in the order of rows and columns.")
+    counts: list[list[int]] = Field(
+        description="counts[i][j]: held-out rows of class labels[i] predicted as labels[j]."
+    )
+
+
+class RocCurve(Record):
+    label: str = Field(description="The positive class (one against the rest).")
+    fpr: list[float]
+    tpr: list[float]
+    auc: float | None
+
+
+class Residuals(Record):
+    """A regressor on the held-out split: a sample of (actual, predicted) and the residuals'
+    (actual - predicted) summary and histogram over every row."""
+
+    actual: list[float]
+    predicted: list[float]
+    mean: float
+    std: float
+    mae: float
+    max_abs: float
+    quantiles: dict[str, float] = Field(description="p5, p25, p50, p75 and p95.")
+    bins: list[float] = Field(description="Histogram edges (one more than counts).")
+    counts: list[int]
+
+
+class Importance(Record):
+    feature: str
+    value: float
+
+
+class Evaluation(Record):
+    """What the held-out split showed of a finished run's model, recorded when the run ends, so
+    that nobody has to load the model again to see it."""
+
+    rows: int = Field(description="Held-out rows evaluated.")
+    confusion: ConfusionMatrix | None = None
+    roc: list[RocCurve] = Field(default_factory=list)
+    residuals: Residuals | None = None
+    importances: list[Importance] = Field(
+        default_factory=list, description="Per input column, largest first."
+    )
+    importance_kind: str | None = Field(
+        default=None,
+        description="impurity (trees) or coefficient (|weight| on scaled inputs); none when "
+        "the estimator has neither.",
+    )
+
+
 class RunPage(Record):
     runs: list[RunInfo]
     next_page_token: str | None = Field(description="Pass as page_token for the next page.")

@@ -15,9 +15,26 @@ from sqlalchemy.orm import Session
 
 from training.errors import Conflict, NotFound, UserError
 from training.store.db import Database
-from training.store.records import RUN_ID, DatasetInfo, MetricPoint, RunInfo, RunPage, RunStatus
+from training.store.records import (
+    RUN_ID,
+    DatasetInfo,
+    Evaluation,
+    MetricPoint,
+    RunInfo,
+    RunPage,
+    RunStatus,
+)
 from training.store.search import RunSearch
-from training.store.tables import Experiment, LatestMetric, Metric, ModelVersion, Param, Run, Tag
+from training.store.tables import (
+    Experiment,
+    LatestMetric,
+    Metric,
+    ModelVersion,
+    Param,
+    Run,
+    RunEvaluation,
+    Tag,
+)
 
 MAX_PAGE = 1000
 MIN_PREFIX = 6
@@ -230,12 +247,16 @@ class RunStore:
         error: str | None = None,
         model_tag: str | None = None,
         model_name: str | None = None,
+        evaluation: Evaluation | None = None,
     ) -> None:
         """End a run. A FINISHED run with a model registers its version in the same transaction,
-        so a run is never finished without its model version, nor a version left without it."""
+        so a run is never finished without its model version, nor a version left without it;
+        its held-out ``evaluation`` is recorded in that transaction too."""
         status = RunStatus(status)
         if not status.ended:
             raise ValueError(f"not a terminal status: {status}")
+        if evaluation is not None and status != RunStatus.FINISHED:
+            raise ValueError("only a finished run records an evaluation")
         now = utcnow()
         with self.db.write() as session:
             run = session.get(Run, run_id, with_for_update=True)
@@ -254,6 +275,9 @@ class RunStore:
                 session.add(
                     ModelVersion(tag=model_tag, run_id=run_id, name=model_name, created_at=now)
                 )
+            if evaluation is not None:
+                data = evaluation.model_dump(mode="json")
+                session.add(RunEvaluation(run_id=run_id, data=data))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -291,6 +315,13 @@ class RunStore:
                 MetricPoint(key=m.key, value=m.value, step=m.step, timestamp=m.timestamp)
                 for m in rows
             ]
+
+    def evaluation(self, run_id: str) -> Evaluation | None:
+        """The held-out artefacts recorded when the run finished (None for another ending, or
+        a run recorded before they were)."""
+        with self.db.read() as session:
+            row = session.get(RunEvaluation, self.resolve_id(session, run_id))
+            return None if row is None else Evaluation.model_validate(row.data)
 
     def search(self, search: RunSearch, limit: int = 50, page_token: str | None = None) -> RunPage:
         if not 1 <= limit <= MAX_PAGE:

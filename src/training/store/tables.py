@@ -121,6 +121,16 @@ class Run(Base):
     experiment: Mapped[Experiment] = relationship(lazy="joined", innerjoin=True)
 
 
+class RunEvaluation(Base):
+    """A finished run's held-out evaluation (``records.Evaluation`` as JSON): a table of its
+    own, so pages of runs never carry it."""
+
+    __tablename__ = "evaluations"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[dict[str, Any]]
+
+
 class Param(Base):
     __tablename__ = "params"
 
@@ -169,6 +179,8 @@ class ModelVersion(Base):
     """A model in BentoML's store that a finished run produced."""
 
     __tablename__ = "model_versions"
+    # Newest first, a page at a time (the dashboard's models page).
+    __table_args__ = (Index(None, "created_at"),)
 
     tag: Mapped[str] = mapped_column(String(200), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), unique=True)
