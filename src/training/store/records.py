@@ -113,6 +113,10 @@ class RunInfo(Record):
     progress: float | None
     pid: int | None
     host: str | None
+    worker: str | None = Field(
+        default=None, description="The cluster worker that ran it (its name); none for a local job."
+    )
+    sweep: str | None = Field(default=None, description="The sweep this run belongs to.")
     params: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -123,6 +127,21 @@ class RunInfo(Record):
         if self.end_time is None:
             return None
         return (self.end_time - self.start_time).total_seconds()
+
+
+class NewRun(Record):
+    """A run about to be recorded: what ``RunStore.create_run`` and a sweep's creation take."""
+
+    experiment: str
+    model_name: str
+    task: str
+    dataset: DatasetInfo
+    params: dict[str, str]
+    tags: dict[str, str] = Field(default_factory=dict)
+    environment: dict[str, Any] | None = None
+    status: RunStatus = RunStatus.RUNNING
+    request: dict[str, Any] | None = None
+    sweep: str | None = None
 
 
 class RunPage(Record):
