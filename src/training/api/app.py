@@ -19,7 +19,8 @@ from training.api.auth import AdminKeys
 from training.api.deps import Context
 from training.api.errors import install
 from training.api.http import Exchanges
-from training.jobs.executor import Executor, LocalProcessExecutor
+from training.jobs.executor import LocalProcessExecutor
+from training.jobs.queue import Executor
 from training.serving.keys import KeyStore
 from training.settings import ServerSettings
 from training.store.registry import Registry

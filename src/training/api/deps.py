@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
 from training.errors import UnsupportedMediaType
-from training.jobs.executor import Executor
+from training.jobs.queue import Executor
 from training.serving.exchange import is_json, media_type
 from training.settings import ServerSettings
 from training.store.registry import Registry

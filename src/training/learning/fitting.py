@@ -168,9 +168,7 @@ def _cross_validate(
     k = plan.request.cv
     per_fold: list[dict[str, float]] = []
     progress.stage(f"cross-validation fold 1 of {k}", 0.1)
-    folds = evaluation.cross_validate(
-        plan.task, plan.pipeline, X, y, k, plan.request.seed, classes
-    )
+    folds = evaluation.cross_validate(plan.task, plan.pipeline, X, y, k, plan.request.seed, classes)
     for number, scores in enumerate(folds, start=1):
         per_fold.append(scores)
         progress.fold(number, scores)

@@ -176,9 +176,7 @@ def _save(fitted: Fitted, tag: str, run_id: str, experiment: str) -> None:
     modelstore.save(tag, fitted.model, metadata, labels)
 
 
-def record(
-    store: RunStore, run_id: str, fitted: Fitted, artefact: _Artefact | None = None
-) -> str:
+def record(store: RunStore, run_id: str, fitted: Fitted, artefact: _Artefact | None = None) -> str:
     """Write what a fit produced and finish its run with its model: the data set it saw, every
     metric with its steps (idempotent: folds told live are written again as they were), the
     model in BentoML's store. Call it inside ``recorded``; returns the model's tag."""

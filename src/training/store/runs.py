@@ -35,7 +35,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _experiment_id(session: Session, name: str) -> int:
+def experiment_id_of(session: Session, name: str) -> int:
     query = select(Experiment.id).where(Experiment.name == name)
     found = session.scalar(query)
     if found is not None:
@@ -112,7 +112,7 @@ def insert_run(session: Session, new: NewRun) -> str:
     session.add(
         Run(
             id=run_id,
-            experiment_id=_experiment_id(session, new.experiment),
+            experiment_id=experiment_id_of(session, new.experiment),
             status=new.status,
             submitted_at=now,
             start_time=now,
@@ -195,7 +195,9 @@ class RunStore:
             session.execute(
                 update(Run)
                 .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
-                .values(worker=worker[:255], host=(host or "")[:255] or None, environment=environment)
+                .values(
+                    worker=worker[:255], host=(host or "")[:255] or None, environment=environment
+                )
             )
 
     def queued(self) -> list[str]:
