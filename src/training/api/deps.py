@@ -20,6 +20,7 @@ from training.serving.exchange import is_json, media_type
 from training.settings import ServerSettings
 from training.store.registry import Registry
 from training.store.runs import RunStore
+from training.store.sweeps import Sweeps
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Context:
     settings: ServerSettings
     store: RunStore
     registry: Registry
+    sweeps: Sweeps
     executor: Executor
     prometheus: CollectorRegistry
     # Recording a submission and queueing it under one lock: the queue's order is the store's.

@@ -27,6 +27,16 @@ EVENT_POLL_S = 0.5
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 
+def network_dataset(dataset: str) -> None:
+    """A data set a request from the network may name: shipped, or an upload's id."""
+    if not (dataset in SHIPPED or uploads.is_dataset_id(dataset)):
+        raise UserError(
+            f"dataset {dataset!r}: use a shipped set ({', '.join(SHIPPED)}) or the id of "
+            "an upload (POST /datasets); paths on the server are not accepted",
+            field="dataset",
+        )
+
+
 @router.post(
     "",
     status_code=202,
@@ -36,12 +46,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 )
 async def start_run(body: TrainRequest, request: Request, context: ContextDep) -> Response:
     """Queue a training; checked by the same rules as `training train`."""
-    if not (body.dataset in SHIPPED or uploads.is_dataset_id(body.dataset)):
-        raise UserError(
-            f"dataset {body.dataset!r}: use a shipped set ({', '.join(SHIPPED)}) or the id of "
-            "an upload (POST /datasets); paths on the server are not accepted",
-            field="dataset",
-        )
+    network_dataset(body.dataset)
     async with context.submitting:
         context.executor.has_room()
         # Checking reads the data set's description: off the event loop.

@@ -61,7 +61,7 @@ def validation_message(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def _tags(pairs_: list[str]) -> dict[str, str]:
+def tag_pairs(pairs_: list[str]) -> dict[str, str]:
     tags: dict[str, str] = {}
     for pair in pairs_:
         key, sep, value = pair.partition("=")
@@ -86,7 +86,7 @@ def _request(args: argparse.Namespace) -> TrainRequest:
             cv=args.cv,
             test_size=args.test_size,
             seed=args.seed,
-            tags=_tags(args.tag),
+            tags=tag_pairs(args.tag),
         )
     except ValidationError as exc:
         raise UserError(validation_message(exc)) from exc

@@ -157,11 +157,8 @@ class Sweeps:
         params: dict[str, dict[str, str]] = {run_id: {} for run_id in ids}
         for p in session.scalars(select(Param).where(Param.run_id.in_(ids))):
             params[p.run_id][p.key] = p.value
-        tags = dict(
-            session.execute(
-                select(ModelVersion.run_id, ModelVersion.tag).where(ModelVersion.run_id.in_(ids))
-            ).tuples()
-        )
+        versions = select(ModelVersion.run_id, ModelVersion.tag).where(ModelVersion.run_id.in_(ids))
+        tags = {run_id: tag for run_id, tag in session.execute(versions)}
         for run_id, sweep_id, status, worker, error, metric in rows:
             keys = searched[sweep_id]
             found[sweep_id].append(
