@@ -264,3 +264,21 @@ def test_db_commands_and_a_store_behind_the_head(
     )
     assert cli(capsys, "db", "upgrade")[0] == 0
     assert cli_json(capsys, "runs", "list")["runs"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grid", "max_depth"], "--grid expects KEY=VALUE"),
+        (["--range", "max_depth=3-9", "--samples", "2"], "expected LOW..HIGH"),
+        (["--range", "max_depth=3..9"], "give samples"),
+        (["--grid", "max_depth=2,-1"], "max_depth=-1"),
+    ],
+)
+def test_sweep_mistakes_end_with_one_line_and_exit_2(
+    env: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, _, err = cli(capsys, "sweep", "--dataset", "iris", "--model", "random_forest", *args)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert cli_json(capsys, "sweeps", "list")["sweeps"] == []
