@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/training_api.py
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/container.py
+	$(BIN)/python bench/cluster.py
 
 
 clean:

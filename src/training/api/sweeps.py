@@ -16,7 +16,6 @@ from training.api.schemas import SweepList, SweepSubmitted, json_response
 from training.errors import Conflict
 from training.learning.sweeps import SweepRequest, plan_sweep
 from training.store.records import SweepInfo
-from training.store.sweeps import NewSweep
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
@@ -37,17 +36,7 @@ async def start_sweep(
     async with context.submitting:
         plan = await run_sync(plan_sweep, body, settings, settings.training_sweep_max_runs)
         context.executor.has_room(len(plan.runs))
-        new = NewSweep(
-            experiment=plan.experiment,
-            dataset=body.dataset,
-            model=body.model,
-            metric=plan.metric,
-            goal=plan.goal,
-            request=body.model_dump(mode="json"),
-            runs=plan.runs,
-            requested_by=caller,
-        )
-        sweep_id, run_ids = await run_sync(context.sweeps.create, new)
+        sweep_id, run_ids = await run_sync(context.sweeps.create, plan.recorded_as(caller))
         for run_id in run_ids:
             await context.executor.submit(run_id)
     location = str(request.url_for("get_sweep", sweep_id=sweep_id))

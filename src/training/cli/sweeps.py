@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from training.cli.deployments import caller
 from training.cli.output import fmt, json_flag, pairs, print_json, stderr, stdout, table
-from training.cli.train import tag_pairs, validation_message
+from training.cli.train import request_fields, request_flags, validation_message
 from training.errors import UserError
 
 if TYPE_CHECKING:
@@ -30,23 +30,14 @@ POLL_S = 0.5
 
 def register(commands: Any) -> None:
     sweep = commands.add_parser("sweep", help="run a grid or random search, one run per point")
-    sweep.add_argument("--dataset", required=True, help="shipped set, uploaded id or PATH.csv")
-    sweep.add_argument("--target", help="target column (default: 'target', else the last)")
-    sweep.add_argument("--model", required=True, help="algorithm, e.g. random_forest")
-    sweep.add_argument("--task", choices=("classification", "regression"))
+    request_flags(sweep)
     for flag, metavar, text in (
         ("--grid", "KEY=V1,V2,...", "values to search (repeatable): every combination runs"),
         ("--range", "KEY=LOW..HIGH", "a range for --samples (repeatable); log:LOW..HIGH too"),
-        ("--param", "KEY=VALUE", "a parameter fixed for every run (repeatable)"),
-        ("--tag", "KEY=VALUE", "a tag of every run (repeatable)"),
     ):
         sweep.add_argument(flag, action="append", default=[], metavar=metavar, help=text)
     sweep.add_argument("--samples", type=int, help="random search: this many runs drawn")
     sweep.add_argument("--metric", help="picks the best run (default accuracy, or rmse)")
-    sweep.add_argument("--cv", type=int, default=5, help="cross-validation folds, 0 for none")
-    sweep.add_argument("--test-size", type=float, default=0.2, help="held-out share of rows")
-    sweep.add_argument("--seed", type=int, default=42, help="random seed (and the draws')")
-    sweep.add_argument("--experiment", help="experiment name (default: DEFAULT_EXPERIMENT)")
     json_flag(sweep)
     sweep.set_defaults(handler=run_sweep)
 
@@ -76,25 +67,17 @@ def _pairs_of(flag: str, items: list[str], split: bool) -> dict[str, Any]:
 
 
 def _request(args: argparse.Namespace) -> SweepRequest:
-    from training.learning.estimators import parse_param_pairs
     from training.learning.sweeps import SweepRequest
 
+    if not args.dataset or not args.model:
+        raise UserError("sweep needs --dataset and --model")
     try:
         return SweepRequest(
-            dataset=args.dataset,
-            target=args.target,
-            model=args.model,
-            task=args.task,
-            params=parse_param_pairs(args.param),
+            **request_fields(args),
             grid=_pairs_of("--grid", args.grid, split=True),
             ranges=_pairs_of("--range", args.range, split=False),
             samples=args.samples,
             metric=args.metric,
-            experiment=args.experiment,
-            cv=args.cv,
-            test_size=args.test_size,
-            seed=args.seed,
-            tags=tag_pairs(args.tag),
         )
     except ValidationError as exc:
         raise UserError(validation_message(exc)) from exc
@@ -105,24 +88,14 @@ def run_sweep(args: argparse.Namespace) -> int:
     from training.settings import ServerSettings, load
     from training.store.revision import checked_database
     from training.store.runs import RunStore
-    from training.store.sweeps import NewSweep, Sweeps
+    from training.store.sweeps import Sweeps
 
     request = _request(args)
     settings = load(ServerSettings)
     db = checked_database(settings)
     plan = plan_sweep(request, settings, settings.training_sweep_max_runs)
-    new = NewSweep(
-        experiment=plan.experiment,
-        dataset=request.dataset,
-        model=request.model,
-        metric=plan.metric,
-        goal=plan.goal,
-        request=request.model_dump(mode="json"),
-        runs=plan.runs,
-        requested_by=caller(),
-    )
     sweeps = Sweeps(db)
-    sweep_id, run_ids = sweeps.create(new)
+    sweep_id, run_ids = sweeps.create(plan.recorded_as(caller()))
     stderr.print(f"sweep {sweep_id}: {len(run_ids)} runs, best by {plan.metric} ({plan.goal})")
     asyncio.run(_run(RunStore(db), sweeps, settings, sweep_id, run_ids))
     info = sweeps.get(sweep_id)

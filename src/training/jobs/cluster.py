@@ -190,13 +190,19 @@ class ClusterExecutor(QueuedExecutor):
                 outcome = await Variable(remote.outcome_name(run_id), client=self.client).get(
                     timeout=30
                 )
-                await self._record(run_id, outcome)
             else:
                 exc = await future.exception() if future.status == "error" else None
                 why = LOST if exc is None or isinstance(exc, KilledWorker) else str(exc)
-                await self._record(run_id, {"error": why})
-        except asyncio.CancelledError:
+                outcome = {"error": why}
+        except asyncio.CancelledError:  # this service stops: the job runs on, taken up later
+            self._futures.pop(run_id, None)
+            self._followers.pop(run_id, None)
             raise
+        except Exception as exc:  # the scheduler went away, or its outcome never came
+            log.warning("run %s: its outcome could not be fetched", run_id, exc_info=True)
+            outcome = {"error": f"the cluster lost it: {type(exc).__name__}: {exc}"}
+        try:
+            await self._record(run_id, outcome)
         except Exception:  # never lose the slot over a bookkeeping failure
             log.exception("run %s: recording its end failed", run_id)
             await self._finish(

@@ -28,6 +28,7 @@ from training.learning.pipeline import queued_run
 from training.learning.request import KEY_MAX, TrainRequest
 from training.settings import Settings
 from training.store.records import NewRun
+from training.store.sweeps import NewSweep
 
 #: Higher is better for these; lower for the rest (losses and errors).
 HIGHER_IS_BETTER = {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "r2"}
@@ -172,6 +173,19 @@ class SweepPlan:
     metric: str
     goal: str  # "max" or "min"
     runs: list[NewRun]
+
+    def recorded_as(self, requested_by: str | None) -> NewSweep:
+        """The sweep's record, its runs with it."""
+        return NewSweep(
+            experiment=self.experiment,
+            dataset=self.request.dataset,
+            model=self.request.model,
+            metric=self.metric,
+            goal=self.goal,
+            request=self.request.model_dump(mode="json"),
+            runs=self.runs,
+            requested_by=requested_by,
+        )
 
 
 def _metric(request: SweepRequest, task: Task) -> tuple[str, str]:
