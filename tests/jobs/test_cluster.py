@@ -63,6 +63,18 @@ class Api:
         return self.get(f"/runs/{run_id}")
 
 
+def streamed_until_training(api: Api, run_id: str) -> dict[str, Any]:
+    """The run's event stream, read until a stage its worker reported (a fold) arrives."""
+    seen: list[dict[str, Any]] = []
+    with httpx.stream("GET", f"{api.server.url}/runs/{run_id}/events", timeout=120) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                seen.append(json.loads(line[6:]))
+                if (seen[-1]["stage"] or "").startswith("cross-validation"):
+                    return seen[-1]
+    raise AssertionError(f"the stream ended before the folds: {seen}")
+
+
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with cluster(tmp_path_factory.mktemp("cluster")) as running:
@@ -153,6 +165,7 @@ def test_cancel_a_waiting_run_at_once_and_a_running_one_within_ten_seconds(
     cancelled = api.post(f"/runs/{waiting}/cancel")
     assert cancelled.json() == {"run_id": waiting, "status": "KILLED"}
     assert api.get(f"/runs/{waiting}")["status"] == "KILLED"
+    assert streamed_until_training(api, running[0])["status"] == "RUNNING"  # live from the worker
     for run_id in running:
         run = api.wait_running(run_id)
         assert run["worker"] in ("w1", "w2") and run["status"] == "RUNNING"

@@ -150,11 +150,8 @@ class ClusterExecutor(QueuedExecutor):
         return sorted(self._futures)
 
     async def _end(self, grace_s: float) -> None:
-        """Wait for running jobs to finish within the grace period, record them, then let go:
-        the cluster goes on with the rest, taken up again by the next start."""
-        deadline = time.monotonic() + grace_s
-        while self._futures and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        """Let go at once: running jobs go on on the cluster (no grace period is needed for
+        them), and the next start records them or follows them again."""
         for task in [*self._followers.values(), self._writer]:
             if task is not None:
                 task.cancel()
