@@ -118,7 +118,7 @@ def sweep_seconds(url: str, trees: list[int]) -> float:
     while httpx.get(f"{url}/sweeps/{answer['sweep_id']}", timeout=30).json()["status"] in (
         "QUEUED", "RUNNING",
     ):  # fmt: skip
-        time.sleep(0.1)
+        time.sleep(0.25)
     seconds = time.perf_counter() - started
     sweep = httpx.get(f"{url}/sweeps/{answer['sweep_id']}", timeout=30).json()
     assert sweep["status"] == "FINISHED", sweep
