@@ -21,7 +21,7 @@ from training.cli.train import request_fields, request_flags, validation_message
 from training.errors import UserError
 
 if TYPE_CHECKING:
-    from training.learning.sweeps import SweepRequest
+    from training.learning.sweeps import SweepPlan, SweepRequest
     from training.store.records import SweepInfo, SweepSummary
     from training.store.sweeps import Sweeps
 
@@ -95,16 +95,15 @@ def run_sweep(args: argparse.Namespace) -> int:
     db = checked_database(settings)
     plan = plan_sweep(request, settings, settings.training_sweep_max_runs)
     sweeps = Sweeps(db)
-    sweep_id, run_ids = sweeps.create(plan.recorded_as(caller()))
-    stderr.print(f"sweep {sweep_id}: {len(run_ids)} runs, best by {plan.metric} ({plan.goal})")
-    asyncio.run(_run(RunStore(db), sweeps, settings, sweep_id, run_ids))
+    sweep_id = asyncio.run(_run(RunStore(db), sweeps, settings, plan))
     info = sweeps.get(sweep_id)
     _print_sweep(info, args.json)
     return 0 if info.status == "FINISHED" else 1
 
 
-async def _run(store: Any, sweeps: Sweeps, settings: Any, sweep_id: str, runs: list[str]) -> None:
-    """Run the sweep's runs to their end; an interrupt cancels them all (KILLED)."""
+async def _run(store: Any, sweeps: Sweeps, settings: Any, plan: SweepPlan) -> str:
+    """Record the sweep once its executor runs (a cluster out of reach records nothing), then
+    run its runs to their end; an interrupt or a failure cancels them all (KILLED)."""
     from anyio.to_thread import run_sync
 
     from training.jobs.factory import make_executor
@@ -115,6 +114,12 @@ async def _run(store: Any, sweeps: Sweeps, settings: Any, sweep_id: str, runs: l
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     await executor.start()
     try:
+        sweep_id, runs = await run_sync(sweeps.create, plan.recorded_as(caller()))
+    except BaseException:
+        await executor.shutdown(0)
+        raise
+    stderr.print(f"sweep {sweep_id}: {len(runs)} runs, best by {plan.metric} ({plan.goal})")
+    try:
         for run_id in runs:
             await executor.submit(run_id)
         done = -1
@@ -124,7 +129,7 @@ async def _run(store: Any, sweeps: Sweeps, settings: Any, sweep_id: str, runs: l
                 done = info.progress.done
                 stderr.print(f"sweep {sweep_id[:12]}: {_progress_line(info)}", highlight=False)
             if done == info.progress.total:
-                return
+                return sweep_id
             await asyncio.sleep(POLL_S)
     except BaseException as exc:  # an interrupt, or a failure: no run of it is left behind
         stderr.print(f"sweep {sweep_id[:12]}: cancelling", highlight=False)
