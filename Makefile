@@ -63,6 +63,7 @@ bench: install
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/container.py
 	$(BIN)/python bench/ui.py
+	$(BIN)/python bench/cluster.py
 
 
 clean:

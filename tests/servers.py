@@ -443,3 +443,96 @@ def production_image(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
     tag = cli_json(env, "train", "--dataset", "iris", "--model", "logistic_regression", "--cv", "0")
     cli_json(env, "promote", tag["model_tag"], "--alias", "production")
     return env, cli_json(env, "containerize", "--alias", "production")
+
+
+@dataclass
+class Cluster:
+    """`training scheduler` and its `training worker`s, each worker in a folder of its own as
+    if on a host of its own: an empty BentoML home, no data folder, a run store URL that
+    points nowhere, and an address the scheduler could not dial (nothing may need it)."""
+
+    address: str
+    root: Path
+    scheduler: subprocess.Popen[bytes]
+    workers: dict[str, subprocess.Popen[bytes]]
+
+    def worker_env(self, name: str) -> dict[str, str]:
+        home = self.root / name
+        return base_env(
+            BENTOML_HOME=str(home / "bentoml"),
+            DATA_DIR=str(home / "no-data"),
+            DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/nowhere",
+            TRAINING_JOB_MEMORY_MB="1536",
+        )
+
+    def start_worker(self, name: str) -> None:
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        unreachable = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+        with (folder / "worker.log").open("ab") as log:
+            self.workers[name] = subprocess.Popen(
+                [
+                    str(BIN / "training"),
+                    "worker",
+                    self.address,
+                    "--name",
+                    name,
+                    "--contact-address",
+                    unreachable,
+                ],
+                env=self.worker_env(name),
+                cwd=folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def names(self) -> set[str]:
+        """The workers the scheduler has now."""
+        from distributed import Client
+
+        with Client(self.address, timeout=10) as client:
+            return {str(w["name"]) for w in client.scheduler_info()["workers"].values()}
+
+    def wait_for(self, names: set[str], timeout: float = 60) -> None:
+        wait_until(lambda: self.names() == names, timeout, f"workers {sorted(names)}")
+
+    def kill_worker(self, name: str) -> None:
+        """The worker's host goes away: its nanny and its worker process, SIGKILL."""
+        proc = self.workers.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def files_of(self, name: str) -> list[Path]:
+        """What the worker left in its own folder, but its log."""
+        return [p for p in (self.root / name).rglob("*") if p.name != "worker.log"]
+
+
+@contextmanager
+def cluster(root: Path, names: tuple[str, ...] = ("w1", "w2")) -> Iterator[Cluster]:
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    log = (root / "scheduler.log").open("wb")
+    scheduler = subprocess.Popen(
+        [str(BIN / "training"), "scheduler", "--port", str(port)],
+        env=base_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    nodes = Cluster(f"tcp://127.0.0.1:{port}", root, scheduler, {})
+    try:
+        for name in names:
+            nodes.start_worker(name)
+        nodes.wait_for(set(names), timeout=90)
+        yield nodes
+    finally:
+        for name in list(nodes.workers):
+            proc = nodes.workers.pop(name)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_tree(scheduler)
+        log.close()

@@ -222,6 +222,48 @@ def test_the_deployments_migration_keeps_every_row_and_records_rollouts(db_url: 
     db.dispose()
 
 
+def test_the_sweeps_migration_keeps_every_row_and_records_sweeps(db_url: str) -> None:
+    from training.store.records import DatasetInfo, NewRun
+    from training.store.runs import RunStore
+    from training.store.sweeps import NewSweep, Sweeps
+
+    db = Database(db_url)
+    _populate_at_0001(db)
+    revision.upgrade(db, "0003")
+    before = _counts(db)
+    revision.upgrade(db)
+    assert _counts(db) == before  # batch mode rebuilt runs: nothing cascaded away
+    store = RunStore(db)
+    old = store.get_run("run1")
+    assert old.worker is None and old.sweep is None and old.params == {"alpha": "1"}
+    assert [p.step for p in store.metric_history("run1")] == [1, 2]
+    run = NewRun(
+        experiment="exp",
+        model_name="ridge",
+        task="regression",
+        dataset=DatasetInfo(name="diabetes"),
+        params={"alpha": "0.5"},
+        status="QUEUED",
+        request={"dataset": "diabetes", "model": "ridge"},
+    )
+    sweeps = Sweeps(db)
+    request = {"grid": {"alpha": [0.5, 1]}}
+    sweep_id, run_ids = sweeps.create(
+        NewSweep("exp", "diabetes", "ridge", "rmse", "min", request, [run, run])
+    )
+    store.start_queued(run_ids[0], None)
+    store.set_worker(run_ids[0], "w1", "host-a", {"python": "3.11"})
+    assert store.get_run(run_ids[0]).worker == "w1"
+    assert store.get_run(run_ids[1]).sweep == sweep_id
+    assert sweeps.get(sweep_id).status == "RUNNING"
+
+    revision.downgrade(db, "0003")
+    assert _counts(db) == {**before, "runs": before["runs"] + 2, "params": before["params"] + 2}
+    revision.upgrade(db)
+    assert revision.schema_drift(db) == [] and sweeps.recent() == []
+    db.dispose()
+
+
 def test_the_evaluations_migration_keeps_every_row_and_records_artefacts(db_url: str) -> None:
     """0005 on a populated store: nothing lost, the old runs have no artefacts, a new one does;
     down to the revision before it and up again. (Its predecessor is asked of the script, so

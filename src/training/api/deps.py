@@ -15,12 +15,13 @@ from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
 from training.errors import UnsupportedMediaType
-from training.jobs.executor import Executor
+from training.jobs.queue import Executor
 from training.serving.exchange import is_json, media_type
 from training.serving.keys import KeyStore
 from training.settings import ServerSettings
 from training.store.registry import Registry
 from training.store.runs import RunStore
+from training.store.sweeps import Sweeps
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Context:
     settings: ServerSettings
     store: RunStore
     registry: Registry
+    sweeps: Sweeps
     executor: Executor
     prometheus: CollectorRegistry
     keys: KeyStore | None = None  # None: keys are not required

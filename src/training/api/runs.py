@@ -28,15 +28,20 @@ EVENT_POLL_S = 0.5
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 
-async def queue_training(body: TrainRequest, context: Context) -> str:
-    """Check a training request as `training train` does and queue it: the one way in for the
-    API and the dashboard. Data sets are shipped ones or uploads, never a path on the server."""
-    if not (body.dataset in SHIPPED or uploads.is_dataset_id(body.dataset)):
+def network_dataset(dataset: str) -> None:
+    """A data set a request from the network may name: shipped, or an upload's id."""
+    if not (dataset in SHIPPED or uploads.is_dataset_id(dataset)):
         raise UserError(
-            f"dataset {body.dataset!r}: use a shipped set ({', '.join(SHIPPED)}) or the id of "
+            f"dataset {dataset!r}: use a shipped set ({', '.join(SHIPPED)}) or the id of "
             "an upload (POST /datasets); paths on the server are not accepted",
             field="dataset",
         )
+
+
+async def queue_training(body: TrainRequest, context: Context) -> str:
+    """Check a training request as `training train` does and queue it: the one way in for the
+    API and the dashboard. Data sets are shipped ones or uploads, never a path on the server."""
+    network_dataset(body.dataset)
     async with context.submitting:
         context.executor.has_room()
         # Checking reads the data set's description: off the event loop.

@@ -113,6 +113,10 @@ class RunInfo(Record):
     progress: float | None
     pid: int | None
     host: str | None
+    worker: str | None = Field(
+        default=None, description="The cluster worker that ran it (its name); none for a local job."
+    )
+    sweep: str | None = Field(default=None, description="The sweep this run belongs to.")
     params: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -177,6 +181,21 @@ class Evaluation(Record):
     )
 
 
+class NewRun(Record):
+    """A run about to be recorded: what ``RunStore.create_run`` and a sweep's creation take."""
+
+    experiment: str
+    model_name: str
+    task: str
+    dataset: DatasetInfo
+    params: dict[str, str]
+    tags: dict[str, str] = Field(default_factory=dict)
+    environment: dict[str, Any] | None = None
+    status: RunStatus = RunStatus.RUNNING
+    request: dict[str, Any] | None = None
+    sweep: str | None = None
+
+
 class RunPage(Record):
     runs: list[RunInfo]
     next_page_token: str | None = Field(description="Pass as page_token for the next page.")
@@ -233,3 +252,43 @@ class AliasInfo(Record):
         default=None, description="The tag the running stack last made live for this alias."
     )
     last_deployment: DeploymentInfo | None = None
+
+
+class SweepRun(Record):
+    """One run of a sweep as the sweep shows it."""
+
+    id: str
+    status: RunStatus
+    params: dict[str, str] = Field(description="The searched parameters of this run.")
+    value: float | None = Field(description="Its value of the sweep's metric, once it has one.")
+    worker: str | None
+    model_tag: str | None
+    error: str | None
+
+
+class SweepProgress(Record):
+    done: int = Field(description="Runs ended (finished, failed or killed).")
+    total: int
+
+
+class SweepSummary(Record):
+    id: str
+    experiment: str
+    created_at: Timestamp
+    dataset: str
+    model: str
+    metric: str
+    goal: str = Field(description="max or min: which end of the metric is best.")
+    status: RunStatus = Field(
+        description="QUEUED, RUNNING, then FINISHED (some run finished), FAILED (none did) or "
+        "KILLED (cancelled)."
+    )
+    progress: SweepProgress
+    best: SweepRun | None = Field(description="The finished run with the best metric value.")
+    requested_by: str | None
+    cancelled_at: Timestamp | None
+
+
+class SweepInfo(SweepSummary):
+    request: dict[str, Any]
+    runs: list[SweepRun]

@@ -20,6 +20,7 @@ from training.store.records import (
     DatasetInfo,
     Evaluation,
     MetricPoint,
+    NewRun,
     RunInfo,
     RunPage,
     RunStatus,
@@ -44,7 +45,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _experiment_id(session: Session, name: str) -> int:
+def experiment_id_of(session: Session, name: str) -> int:
     query = select(Experiment.id).where(Experiment.name == name)
     found = session.scalar(query)
     if found is not None:
@@ -86,6 +87,8 @@ def _run_info(
         progress=run.progress,
         pid=run.pid,
         host=run.host,
+        worker=run.worker,
+        sweep=run.sweep_id,
         params=params,
         metrics=metrics,
         tags=tags,
@@ -111,6 +114,41 @@ def _load(session: Session, ids: list[str]) -> list[RunInfo]:
     return [_run_info(runs[i], params[i], metrics[i], tags[i]) for i in ids if i in runs]
 
 
+def insert_run(session: Session, new: NewRun) -> str:
+    """Add one run (its params and tags) in the caller's transaction; its new id."""
+    run_id = uuid.uuid4().hex
+    now = utcnow()
+    queued = new.status == RunStatus.QUEUED
+    session.add(
+        Run(
+            id=run_id,
+            experiment_id=experiment_id_of(session, new.experiment),
+            status=new.status,
+            submitted_at=now,
+            start_time=now,
+            request=new.request,
+            model_name=new.model_name,
+            task=new.task,
+            dataset_name=new.dataset.name,
+            dataset_sha256=new.dataset.sha256,
+            dataset_rows=new.dataset.rows,
+            dataset_columns=new.dataset.columns,
+            target=new.dataset.target,
+            classes=new.dataset.classes,
+            environment=new.environment,
+            pid=None if queued else os.getpid(),
+            host=None if queued else socket.gethostname(),
+            stage="queued" if queued else "starting",
+            progress=0.0,
+            sweep_id=new.sweep,
+        )
+    )
+    session.flush()
+    session.add_all(Param(run_id=run_id, key=k, value=v) for k, v in new.params.items())
+    session.add_all(Tag(run_id=run_id, key=k, value=v) for k, v in new.tags.items())
+    return run_id
+
+
 class RunStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -129,45 +167,53 @@ class RunStore:
         environment: dict[str, Any] | None = None,
         status: RunStatus = RunStatus.RUNNING,
         request: dict[str, Any] | None = None,
+        sweep: str | None = None,
     ) -> str:
         """A new run: RUNNING in this process (the CLI), or QUEUED with its request (the API)."""
-        run_id = uuid.uuid4().hex
-        now = utcnow()
-        queued = status == RunStatus.QUEUED
+        new = NewRun(
+            experiment=experiment,
+            model_name=model_name,
+            task=task,
+            dataset=dataset,
+            params=dict(params),
+            tags=dict(tags or {}),
+            environment=environment,
+            status=status,
+            request=request,
+            sweep=sweep,
+        )
         with self.db.write() as session:
-            session.add(
-                Run(
-                    id=run_id,
-                    experiment_id=_experiment_id(session, experiment),
-                    status=status,
-                    submitted_at=now,
-                    start_time=now,
-                    request=request,
-                    model_name=model_name,
-                    task=task,
-                    dataset_name=dataset.name,
-                    environment=environment,
-                    pid=None if queued else os.getpid(),
-                    host=None if queued else socket.gethostname(),
-                    stage="queued" if queued else "starting",
-                    progress=0.0,
-                )
-            )
-            session.flush()
-            session.add_all(Param(run_id=run_id, key=k, value=v) for k, v in params.items())
-            session.add_all(Tag(run_id=run_id, key=k, value=v) for k, v in (tags or {}).items())
-        return run_id
+            return insert_run(session, new)
 
-    def start_queued(self, run_id: str, environment: dict[str, Any]) -> None:
-        """QUEUED -> RUNNING in this process; Conflict if it is no longer waiting (cancelled)."""
+    def start_queued(self, run_id: str, environment: dict[str, Any] | None) -> None:
+        """QUEUED -> RUNNING: in this process (with its environment), or, given none, sent to
+        a cluster, whose worker is recorded when it starts (``set_worker``). Conflict if it
+        is no longer waiting (cancelled)."""
+        here = environment is not None
         with self.db.write() as session:
             run = session.get(Run, run_id, with_for_update=True)
             if run is None:
                 raise NotFound(f"no run {run_id}")
             if run.status != RunStatus.QUEUED:
                 raise Conflict(f"run {run_id} is {run.status}, not QUEUED")
-            run.status, run.start_time, run.stage = RunStatus.RUNNING, utcnow(), "starting"
-            run.pid, run.host, run.environment = os.getpid(), socket.gethostname(), environment
+            run.status, run.start_time = RunStatus.RUNNING, utcnow()
+            run.stage = "starting" if here else "sent to the cluster"
+            run.pid = os.getpid() if here else None
+            run.host = socket.gethostname() if here else None
+            run.environment = environment
+
+    def set_worker(
+        self, run_id: str, worker: str, host: str | None, environment: dict[str, Any]
+    ) -> None:
+        """The cluster worker that took a running run, its host and its libraries."""
+        with self.db.write() as session:
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+                .values(
+                    worker=worker[:255], host=(host or "")[:255] or None, environment=environment
+                )
+            )
 
     def queued(self) -> list[str]:
         """Waiting runs, in submission order."""

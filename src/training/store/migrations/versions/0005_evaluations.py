@@ -2,7 +2,7 @@
 residuals, importances) for the dashboard, and model versions indexed newest first
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-03
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 
 revision: str = "0005"
 # 0004 is the distributed-training branch's; whichever lands second chains after the other.
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
