@@ -9,14 +9,12 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from inprocess import CSV, Api, open_api
+from inprocess import CSV, open_api
+from visitor import EDGE, Visitor, said
 
 from training.api.ui import views
 from training.ops.keys import KeyRing
@@ -29,65 +27,6 @@ from training.store.records import (
     RunStatus,
 )
 from training.store.registry import Registry
-
-EDGE = {"X-Forwarded-Prefix": "/training"}  # what the edge adds: links as the browser sees them
-
-
-@dataclass
-class Visitor:
-    """A browser's view of the dashboard: its cookies, the CSRF token of the last page."""
-
-    api: Api
-    csrf: str = ""
-
-    @property
-    def client(self) -> Any:
-        return self.api.client
-
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        page = self.client.get(f"/ui{path}", headers=EDGE, follow_redirects=False, **kwargs)
-        found = re.search(r'data-csrf="([^"]+)"', page.text)
-        if found:
-            self.csrf = found.group(1)
-        return page
-
-    def post(self, path: str, **fields: str) -> httpx.Response:
-        return self.client.post(
-            f"/ui{path}",
-            data={"csrf": self.csrf, **fields},
-            headers=EDGE,
-            follow_redirects=False,
-        )
-
-    def log_in(self, key: str, next: str = "/") -> httpx.Response:
-        self.get("/login")
-        return self.post("/login", key=key, next=next)
-
-
-def _said(page: httpx.Response, element: str) -> str:
-    found = re.search(rf'id="{element}">([^<]*)<', page.text)
-    assert found, page.text[:2000]
-    return found.group(1).replace("&#39;", "'").replace("&gt;", ">").replace("&lt;", "<")
-
-
-@pytest.fixture
-def keys(env: Path) -> dict[str, str]:
-    ring = KeyRing(env / "api_keys.json")
-    return {"admin": ring.create("admin", "admin")[1], "predict": ring.create("p", "predict")[1]}
-
-
-@pytest.fixture
-def site(env: Path, keys: dict[str, str]) -> Iterator[Visitor]:
-    """The dashboard with keys required, seen over HTTPS (its cookie is Secure)."""
-    with open_api(env, require_api_key=True) as api:
-        api.client.base_url = "https://testserver/training"
-        yield Visitor(api)
-
-
-@pytest.fixture
-def member(site: Visitor, keys: dict[str, str]) -> Visitor:
-    assert site.log_in(keys["admin"]).status_code == 303
-    return site
 
 
 def _cookie(answer: httpx.Response) -> dict[str, str]:
@@ -116,10 +55,10 @@ def test_login_sets_a_signed_expiring_cookie_that_holds_no_key(
 ) -> None:
     refused = site.log_in("tk_000000000000_" + "x" * 43)
     assert (
-        refused.status_code == 401 and _said(refused, "login-error") == "invalid or revoked API key"
+        refused.status_code == 401 and said(refused, "login-error") == "invalid or revoked API key"
     )
     scoped = site.log_in(keys["predict"])
-    assert scoped.status_code == 403 and "only predict" in _said(scoped, "login-error")
+    assert scoped.status_code == 403 and "only predict" in said(scoped, "login-error")
     answer = site.log_in(keys["admin"], next="/models?moved=x")
     assert answer.status_code == 303
     assert answer.headers["location"] == "/training/ui/models?moved=x"
@@ -191,7 +130,7 @@ def test_forms_without_their_session_csrf_token_change_nothing(
     for token in ("", "forged", old):
         member.csrf = token
         refused = member.post("/models/promote", model_tag=versions[0], alias="production")
-        assert refused.status_code == 403 and "stale" in _said(refused, "error")
+        assert refused.status_code == 403 and "stale" in said(refused, "error")
         assert member.post("/runs", dataset="iris", model="ridge").status_code == 403
         assert member.post("/logout").status_code == 403
     assert Registry(member.api.store.db).list_aliases() == [] and member.api.executor.queue == []
@@ -227,7 +166,7 @@ def test_a_bad_filter_says_what_get_runs_says_above_an_empty_table(
     )
     assert page.status_code == api.status_code == 400
     assert page.headers["content-type"].startswith("text/html")  # a page, not the API's JSON
-    assert _said(page, "search-error") == api.json()["error"]
+    assert said(page, "search-error") == api.json()["error"]
     assert "data-run=" not in page.text
 
 
@@ -302,9 +241,7 @@ def test_a_run_page_carries_its_artefacts_and_the_end_of_a_failed_runs_log(
 def test_refused_pages_are_pages_with_their_status(member: Visitor) -> None:
     missing = member.get("/runs/0123456789abcdef")
     assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
-    assert (
-        _said(missing, "error") == "no run '0123456789abcdef'" and missing.headers["x-request-id"]
-    )
+    assert said(missing, "error") == "no run '0123456789abcdef'" and missing.headers["x-request-id"]
     assert member.get("/", params={"limit": "0"}).status_code == 400
     assert member.client.get("/runs/0123456789abcdef").headers["content-type"] == (
         "application/json"
@@ -315,7 +252,7 @@ def test_refused_pages_are_pages_with_their_status(member: Visitor) -> None:
 def test_compare_takes_two_to_five_runs(member: Visitor, count: int) -> None:
     runs = [member.api.finished_run(f"m{i}") for i in range(count)]
     page = member.get("/compare", params=[("run", r) for r in runs])
-    assert page.status_code == 400 and f"(got {count})" in _said(page, "error")
+    assert page.status_code == 400 and f"(got {count})" in said(page, "error")
 
 
 def test_compare_marks_the_parameters_that_differ(member: Visitor) -> None:
@@ -349,11 +286,11 @@ def test_promote_and_rollback_through_the_forms(member: Visitor, versions: list[
     page = member.get("/models")
     assert f'data-field="target">{versions[0]}' in page.text
     unknown = member.post("/models/promote", model_tag="nope:1", alias="production")
-    assert unknown.status_code == 404 and "no model version 'nope:1'" in _said(
+    assert unknown.status_code == 404 and "no model version 'nope:1'" in said(
         unknown, "models-error"
     )
     bad = member.post("/models/promote", model_tag=versions[0], alias="Prod!")
-    assert bad.status_code == 400 and "not a valid name" in _said(bad, "models-error")
+    assert bad.status_code == 400 and "not a valid name" in said(bad, "models-error")
     assert member.post("/aliases/staging/rollback").status_code == 404
 
 
@@ -404,7 +341,7 @@ def test_a_refused_training_form_says_why_keeps_what_was_typed_and_queues_nothin
 ) -> None:
     member.get("/datasets")
     answer = member.post("/runs", **{"dataset": "iris", "model": "logistic_regression", **fields})
-    assert answer.status_code == 400 and message in _said(answer, "train-error")
+    assert answer.status_code == 400 and message in said(answer, "train-error")
     if "params" in fields:
         assert f">{fields['params']}</textarea>" in answer.text
     assert member.api.executor.queue == []
@@ -479,4 +416,4 @@ def test_a_full_queue_refuses_the_form_with_retry_after(env: Path) -> None:
         visitor.get("/datasets")
         refused = visitor.post("/runs", dataset="iris", model="logistic_regression")
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
-        assert "TRAINING_MAX_QUEUED" in _said(refused, "train-error")
+        assert "TRAINING_MAX_QUEUED" in said(refused, "train-error")

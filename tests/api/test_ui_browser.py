@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from servers import (
@@ -48,6 +49,7 @@ SHOTS = REPO / "test-output" / "ui"
 SLOW_FORM = {"dataset": "digits", "model": "random_forest", "cv": "5"}
 TINY_CSV = "size,label\n" + "".join(f"{i},{'big' if i > 4 else 'small'}\n" for i in range(10))
 WAIT_MS = 60_000
+SWEEP_GRID = {"C": [0.1, 1.0, 10.0]}  # three tiny fits, on the service's two job slots
 
 
 @pytest.fixture(scope="module")
@@ -194,11 +196,13 @@ def clean(dashboard: Dashboard) -> Iterator[Dashboard]:
     assert dashboard.problems == []
 
 
+def _rows_of(page: Any, table: str) -> list[str]:
+    found = page.eval_on_selector_all(f"{table} tr[data-run]", "rs => rs.map(r => r.dataset.run)")
+    return [str(r) for r in found]
+
+
 def _rows(page: Any) -> list[str]:
-    return [
-        str(r)
-        for r in page.eval_on_selector_all("#runs tr[data-run]", "rs => rs.map(r => r.dataset.run)")
-    ]
+    return _rows_of(page, "#runs")
 
 
 def test_log_in_with_an_admin_key_the_key_never_in_a_url_storage_or_log(clean: Dashboard) -> None:
@@ -319,6 +323,45 @@ def test_promote_a_version_with_the_button_and_see_the_alias_move(clean: Dashboa
     page.click("#alias-production button.rollback")
     page.wait_for_url(re.compile(r".*moved=production"))
     assert page.inner_text(target) == clean.tags["iris"]
+
+
+def test_a_sweep_started_through_the_api_is_listed_and_its_page_shows_its_runs_and_plot(
+    clean: Dashboard,
+) -> None:
+    body = {"dataset": "iris", "model": "logistic_regression", "cv": 0, "grid": SWEEP_GRID}
+    answer = httpx.post(
+        f"{clean.server.url}/sweeps",
+        json=body,
+        headers={"Authorization": f"Bearer {clean.admin_key}"},
+        timeout=30,
+    )
+    assert answer.status_code == 202, answer.text
+    sweep_id, run_ids = answer.json()["sweep_id"], answer.json()["run_ids"]
+    page = clean.page()
+    page.click("header.top >> text=Sweeps")
+    page.wait_for_url(f"{clean.url}/sweeps")
+    page.click(f'#sweeps tr[data-sweep="{sweep_id}"] a')
+    page.wait_for_url(f"{clean.url}/sweeps/{sweep_id}")
+    # Followed live: each run's status as it goes; the page reloads, best and all, at the end.
+    page.wait_for_function(
+        "() => document.querySelector('#sweep .status').textContent === 'FINISHED'",
+        timeout=120_000,
+    )
+    assert _rows_of(page, "#sweep-table") == run_ids
+    assert page.inner_text("#progress") == f"{len(run_ids)} of {len(run_ids)} runs ended"
+    assert _points(page, "sweep") == len(run_ids) + 1  # a point per run, the best once more
+    best = page.get_attribute("#sweep-table tr.best", "data-run")
+    assert best in run_ids and page.is_visible("#best-mark") and not page.is_visible("#cancel")
+    clean.shot(page, "14-sweep")
+    page.click("#compare-best")
+    page.wait_for_url(re.compile(r".*/compare\?run="))
+    assert page.locator("#compare thead th a").count() == len(run_ids)
+    page.goto(f"{clean.url}/sweeps")
+    row = f'#sweeps tr[data-sweep="{sweep_id}"]'
+    assert page.inner_text(f"{row} .status") == "FINISHED"
+    assert f"{len(run_ids)} of {len(run_ids)}" in page.inner_text(row)
+    assert page.get_attribute(f'{row} [data-field="best"]', "href") == f"/training/ui/runs/{best}"
+    clean.shot(page, "15-sweeps")
 
 
 def _drop_file(page: Any, selector: str, name: str, text: str) -> None:

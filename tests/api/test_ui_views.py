@@ -14,8 +14,12 @@ from training.store.records import (
     RocCurve,
     RunInfo,
     RunStatus,
+    SweepInfo,
+    SweepProgress,
+    SweepRun,
 )
 from training.store.search import RunSearch
+from training.store.sweeps import ranked
 
 T = datetime(2026, 12, 3, tzinfo=UTC)
 
@@ -119,3 +123,51 @@ def test_roc_curves_share_one_grid_and_residuals_are_sorted_by_the_actual_value(
     assert plots is not None and plots["scatter"] == {"x": [1.0, 3.0], "predicted": [1.5, 2.5]}
     assert plots["histogram"] == {"x": [-0.5, 0.5], "counts": [1, 1]}
     assert views.plot_data([], None) == {"steps": [], "roc": None, "residuals": None}
+
+
+def _sweep(goal: str, values: list[tuple[RunStatus, float | None, dict[str, str]]]) -> SweepInfo:
+    runs = [
+        SweepRun(
+            id=f"r{i}", status=status, params=params, value=value, worker=None, model_tag=None,
+            error=None,
+        )
+        for i, (status, value, params) in enumerate(values)
+    ]  # fmt: skip
+    best = next(iter(ranked(runs, goal)), None)  # as the store picks it
+    return SweepInfo(
+        id="s", experiment="e", created_at=T, dataset="iris", model="m", metric="rmse",
+        goal=goal, status=RunStatus.FINISHED, progress=SweepProgress(done=3, total=3),
+        best=best, requested_by=None, cancelled_at=None, request={}, runs=runs,
+    )  # fmt: skip
+
+
+def test_a_sweep_shows_the_params_that_vary_in_its_own_order() -> None:
+    done = RunStatus.FINISHED
+    sweep = _sweep(
+        "min",
+        [
+            (done, 1.0, {"depth": "2", "trees": "50", "seed": "1"}),
+            (done, 2.0, {"depth": "4", "trees": "50", "seed": "0"}),
+        ],
+    )
+    assert views.varying_params(sweep.runs) == ["depth", "seed"]
+    assert views.varying_params(sweep.runs[:1]) == []
+
+
+def test_a_sweeps_best_runs_follow_its_goal_and_leave_out_runs_without_a_value() -> None:
+    done, failed = RunStatus.FINISHED, RunStatus.FAILED
+    runs = [(done, 3.0, {}), (failed, 0.5, {}), (done, 1.0, {}), (done, None, {}), (done, 1.0, {})]
+    assert views.best_runs(_sweep("min", runs), 5) == ["r2", "r4", "r0"]  # equals: first first
+    assert views.best_runs(_sweep("max", runs), 2) == ["r0", "r2"]
+
+
+def test_a_sweeps_plot_has_a_point_per_run_and_the_best_once_more() -> None:
+    sweep = _sweep("min", [(RunStatus.FINISHED, 2.0, {}), (RunStatus.FINISHED, 1.0, {}),
+                           (RunStatus.RUNNING, None, {})])  # fmt: skip
+    assert views.sweep_plot(sweep) == {
+        "metric": "rmse",
+        "runs": ["r0", "r1", "r2"],
+        "x": [1, 2, 3],
+        "values": [2.0, 1.0, None],
+        "best": [None, 1.0, None],
+    }

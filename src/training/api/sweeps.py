@@ -9,7 +9,7 @@ from anyio.to_thread import run_sync
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from training.api.deps import CallerDep, ContextDep, json_body
+from training.api.deps import CallerDep, Context, ContextDep, json_body
 from training.api.errors import responses
 from training.api.runs import network_dataset
 from training.api.schemas import SweepList, SweepSubmitted, json_response
@@ -58,10 +58,10 @@ async def get_sweep(sweep_id: str, context: ContextDep) -> Response:
     return json_response(await run_sync(context.sweeps.get, sweep_id))
 
 
-@router.post("/{sweep_id}/cancel", response_model=SweepInfo, responses=responses(404, 409))
-async def cancel_sweep(sweep_id: str, context: ContextDep) -> Response:
-    """Every run of the sweep not ended yet: waiting ones KILLED at once, running ones within
-    seconds; the sweep is KILLED."""
+async def stop_sweep(context: Context, sweep_id: str) -> None:
+    """Cancel every run of the sweep not ended yet (waiting ones KILLED at once, running ones
+    within seconds) and mark the sweep KILLED; Conflict when all of them had ended. A run that
+    ends on its own meanwhile is no error. The API's cancel and the dashboard's button."""
     open_runs = await run_sync(context.sweeps.request_cancel, sweep_id)
     results = await asyncio.gather(
         *(context.executor.cancel(run_id) for run_id in open_runs), return_exceptions=True
@@ -69,4 +69,11 @@ async def cancel_sweep(sweep_id: str, context: ContextDep) -> Response:
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, Conflict):
             raise result
+
+
+@router.post("/{sweep_id}/cancel", response_model=SweepInfo, responses=responses(404, 409))
+async def cancel_sweep(sweep_id: str, context: ContextDep) -> Response:
+    """Every run of the sweep not ended yet: waiting ones KILLED at once, running ones within
+    seconds; the sweep is KILLED."""
+    await stop_sweep(context, sweep_id)
     return json_response(await run_sync(context.sweeps.get, sweep_id))

@@ -48,12 +48,16 @@ def _status(statuses: list[RunStatus], cancelled: bool) -> RunStatus:
     return RunStatus.FINISHED if RunStatus.FINISHED in statuses else RunStatus.FAILED
 
 
-def _best(runs: list[SweepRun], goal: str) -> SweepRun | None:
-    ranked = [r for r in runs if r.status == RunStatus.FINISHED and r.value is not None]
-    if not ranked:
-        return None
+def ranked(runs: list[SweepRun], goal: str) -> list[SweepRun]:
+    """The finished runs that have a value of the metric, best first (``goal``: max or min);
+    of equals, the first submitted comes first."""
+    scored = [r for r in runs if r.status == RunStatus.FINISHED and r.value is not None]
     sign = -1.0 if goal == "max" else 1.0
-    return min(ranked, key=lambda r: sign * (r.value or 0.0))  # the first of equals wins
+    return sorted(scored, key=lambda r: sign * (r.value or 0.0))  # a stable sort
+
+
+def _best(runs: list[SweepRun], goal: str) -> SweepRun | None:
+    return next(iter(ranked(runs, goal)), None)
 
 
 class Sweeps:

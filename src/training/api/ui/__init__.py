@@ -5,7 +5,8 @@ Pages rendered on the server from Jinja2 templates, with small scripts of our ow
 runs list`, keyset pages, live status, selection for compare), Run (params, metrics and their
 folds, the held-out split's artefacts, the log of a failed run, live progress, cancel),
 Compare, Models and aliases (promote, rollback, the live tag), Data sets (uploads, the
-training form). The routes translate, as the API's routers do: the store, the registry, the
+training form), Sweeps and Sweep (progress, the best run, the metric per run, live status,
+cancel). The routes translate, as the API's routers do: the store, the registry, the
 executor and the request model are the API's own.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from training.api.ui import datasets, login, registry, runs
+from training.api.ui import datasets, login, registry, runs, sweeps
 from training.api.ui.access import Sessions, session_secret
 from training.api.ui.dashboard import STATIC, Dashboard
 from training.serving.keys import KeyStore
@@ -25,7 +26,7 @@ def install(app: FastAPI, settings: ServerSettings, keys: KeyStore | None) -> No
     """The dashboard's routes and static files on the training service's app."""
     sessions = Sessions(session_secret(settings), keys, settings.ui_session_hours * 3600)
     app.state.dashboard = Dashboard.make(settings, sessions)
-    for module in (login, runs, registry, datasets):
+    for module in (login, runs, sweeps, registry, datasets):
         app.include_router(module.router)
     for module in (runs, datasets):
         app.include_router(module.feeds)

@@ -1,6 +1,6 @@
 """What the dashboard's pages show, worked out from the store's records: plain functions, no
 HTTP, so each rule is tested on its own (metric columns, the compare table and its bars, the
-plots' data, the confusion matrix's shades)."""
+plots' data, the confusion matrix's shades, a sweep's columns and plot)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from training.store.records import ConfusionMatrix, Evaluation, MetricPoint, RunInfo
+from training.store.records import (
+    ConfusionMatrix,
+    Evaluation,
+    MetricPoint,
+    RunInfo,
+    SweepInfo,
+    SweepRun,
+)
 from training.store.search import Order
+from training.store.sweeps import ranked
 
 #: Metrics a row of the runs page shows when they are there, besides the ordering one.
 MAIN_METRICS = ("accuracy", "f1_macro", "roc_auc", "r2", "rmse", "mae")
@@ -199,3 +207,32 @@ def importance_bars(evaluation: Evaluation | None) -> list[tuple[str, str, float
     return [
         (i.feature, number(i.value), round(100 * i.value / top, 1)) for i in evaluation.importances
     ]
+
+
+# -- a sweep -----------------------------------------------------------------------------------
+
+
+def varying_params(runs: list[SweepRun]) -> list[str]:
+    """The searched parameters whose value is not the same in every run, in the sweep's order
+    (a grid list of one value, or a single run, varies nothing: the request shows it)."""
+    keys = dict.fromkeys(key for run in runs for key in run.params)
+    return [key for key in keys if len({run.params.get(key) for run in runs}) > 1]
+
+
+def best_runs(sweep: SweepInfo, most: int) -> list[str]:
+    """The ids of the sweep's best ``most`` runs by its metric, best first: what Compare takes."""
+    return [run.id for run in ranked(sweep.runs, sweep.goal)[:most]]
+
+
+def sweep_plot(sweep: SweepInfo) -> dict[str, Any]:
+    """The metric of each run in submission order (x: the run's number on the page), the best
+    run once more as a series of its own, so the plot marks it; ``runs``: whose point is whose,
+    for the points of runs that end while the page is open."""
+    best = sweep.best.id if sweep.best else None
+    return {
+        "metric": sweep.metric,
+        "runs": [run.id for run in sweep.runs],
+        "x": list(range(1, len(sweep.runs) + 1)),
+        "values": [run.value for run in sweep.runs],
+        "best": [run.value if run.id == best else None for run in sweep.runs],
+    }

@@ -74,6 +74,15 @@
   source.addEventListener("end", function (event) {
     var data = JSON.parse(event.data);
     show(data, true);
+    if (!ended[data.run_id]) {
+      // Counters of ended runs (a sweep's progress), and whoever else wants to know.
+      document.querySelectorAll("[data-done]").forEach(function (el) {
+        var done = Number(el.dataset.done) + 1;
+        el.dataset.done = String(done);
+        if (el.tagName === "PROGRESS") el.value = done; else el.textContent = String(done);
+      });
+      document.dispatchEvent(new CustomEvent("run-end", {detail: data}));
+    }
     ended[data.run_id] = true;
     if (ids.every(function (id) { return ended[id]; })) {
       source.close();  // the stream ends here; EventSource would open it again
