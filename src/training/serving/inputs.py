@@ -1,0 +1,195 @@
+"""Open Inference Protocol inputs as the rows /predict takes, judged by /predict's rules.
+
+Two forms of input, both laid out by the model's feature schema:
+- one tensor per feature, named as the feature, shape ``[N]`` (or ``[N, 1]``), its datatype
+  fitting the feature: a number any of FP16/BF16/FP32/FP64/INT*/UINT*, a boolean BOOL, text
+  BYTES (UTF-8). This is what the model metadata lists;
+- when every feature is a number, one ``[N, F]`` tensor of all of them in the schema's order,
+  whatever its name.
+The tensors become rows keyed by feature, and those rows are validated by the very row type
+/predict uses (the same pydantic rules, limits and messages: finite numbers, booleans as
+booleans, text among the categories seen in training, 1 to PREDICT_MAX_ROWS rows). JSON's
+``null`` is a missing value, as on /predict; NaN and infinities are refused as they are there.
+Each problem names its row, feature and the tensor element it came from
+(``inputs.<i>.data.<k>``), and the error's text says them all, since protocol clients show
+only the ``error`` string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from training.serving.features import FeatureSchema
+from training.serving.tensors import NUMBERS, Tensor, TensorError
+
+Row = dict[str, Any]
+Where = Callable[[int, str], str]
+#: Problems spelled out in an error's text; the detail lists every one.
+SPELLED_OUT = 10
+FITTING = {"number": "FP64, FP32 or an INT/UINT type", "boolean": "BOOL", "string": "BYTES"}
+KINDS = {"number": "a number", "boolean": "a boolean", "string": "text"}
+
+
+def problem(row: int | None, feature: str | None, where: str | None, reason: str) -> dict[str, Any]:
+    return {"row": row, "feature": feature, "field": where, "reason": reason}
+
+
+def refusal(problems: list[dict[str, Any]]) -> TensorError:
+    """One error whose text names each problem (the first few) and whose detail lists all."""
+    said = []
+    for p in problems[:SPELLED_OUT]:
+        place = (
+            f"row {p['row']}, feature '{p['feature']}' ({p['field']}): "
+            if p["row"] is not None
+            else ""
+        )
+        said.append(place + p["reason"])
+    more = f"; and {len(problems) - SPELLED_OUT} more" if len(problems) > SPELLED_OUT else ""
+    count = len(problems)
+    head = f"invalid request: {count} problem{'s' if count != 1 else ''}: "
+    return TensorError(head + "; ".join(said) + more, problems)
+
+
+class Inputs:
+    """The served model's inputs: tensors in, validated rows out."""
+
+    def __init__(self, schema: FeatureSchema, instances: Any, max_rows: int) -> None:
+        self.names = schema.names
+        self.kinds = {f.name: f.type for f in schema.features}
+        self.all_numbers = all(f.type == "number" for f in schema.features)
+        self.max_rows = max_rows
+        self._rows: TypeAdapter[list[Row]] = TypeAdapter(instances)
+
+    def metadata(self) -> list[dict[str, Any]]:
+        """The inputs the model metadata lists: one tensor per feature."""
+        datatype = {"number": "FP64", "boolean": "BOOL", "string": "BYTES"}
+        return [{"name": n, "datatype": datatype[self.kinds[n]], "shape": [-1]} for n in self.names]
+
+    def rows(self, tensors: list[Tensor]) -> list[Row]:
+        one = tensors[0]
+        # The [N, F] form, whatever its name (but a feature's own [N, 1] tensor is a column).
+        if (
+            len(tensors) == 1
+            and len(one.shape) == 2
+            and (one.name not in self.kinds or one.shape[1] != 1)
+        ):
+            rows, where = self._from_matrix(one)
+        else:
+            rows, where = self._from_columns(tensors)
+        try:
+            return self._rows.validate_python(rows)
+        except ValidationError as exc:
+            raise self._problems(exc, where) from None
+
+    def _count(self, n: int) -> None:
+        """/predict's rule on the number of rows, said before any row is made."""
+        if n < 1:
+            reason = f"List should have at least 1 item after validation, not {n}"
+        elif n > self.max_rows:
+            reason = f"List should have at most {self.max_rows} items after validation, not {n}"
+        else:
+            return
+        raise refusal([problem(None, None, None, reason)])
+
+    def _from_matrix(self, tensor: Tensor) -> tuple[list[Row], Where]:
+        what = f"input '{tensor.name}'"
+        if not self.all_numbers:
+            others = [n for n in self.names if self.kinds[n] != "number"]
+            raise TensorError(
+                f"{what}: one [N, F] tensor needs every feature to be a number, and "
+                f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} not; send one "
+                "tensor per feature"
+            )
+        if tensor.datatype not in NUMBERS:
+            raise TensorError(
+                f"{what} is {tensor.datatype}; send the features as {FITTING['number']}"
+            )
+        n, width = tensor.shape
+        if width != len(self.names):
+            raise TensorError(
+                f"{what} has shape {list(tensor.shape)}; the model has {len(self.names)} "
+                f"features ({', '.join(self.names)}): send [N, {len(self.names)}]"
+            )
+        self._count(n)
+        names, values = self.names, tensor.values
+        rows = [
+            dict(zip(names, values[i * width : (i + 1) * width], strict=True)) for i in range(n)
+        ]
+        column = {name: c for c, name in enumerate(names)}
+        index = tensor.index
+        return rows, lambda row, feature: f"inputs.{index}.data.{row * width + column[feature]}"
+
+    def _from_columns(self, tensors: list[Tensor]) -> tuple[list[Row], Where]:
+        given: dict[str, Tensor] = {}
+        for tensor in tensors:
+            self._check_column(tensor, given)
+            given[tensor.name] = tensor
+        missing = [n for n in self.names if n not in given]
+        if missing:
+            raise TensorError(
+                f"missing input{'s' if len(missing) > 1 else ''} {', '.join(missing)}: send "
+                "one tensor per feature"
+            )
+        counts = {name: t.shape[0] for name, t in given.items()}
+        if len(set(counts.values())) > 1:
+            said = ", ".join(f"{name} {n}" for name, n in counts.items())
+            raise TensorError(f"the inputs have different numbers of rows: {said}")
+        self._count(tensors[0].shape[0])
+        columns = [self._column(given[name]) for name in self.names]
+        rows = [dict(zip(self.names, values, strict=True)) for values in zip(*columns, strict=True)]
+        index = {name: t.index for name, t in given.items()}
+        return rows, lambda row, feature: f"inputs.{index[feature]}.data.{row}"
+
+    def _check_column(self, tensor: Tensor, given: dict[str, Tensor]) -> None:
+        what = f"input '{tensor.name}'"
+        kind = self.kinds.get(tensor.name)
+        if kind is None:
+            forms = f"one tensor per feature ({', '.join(self.names)})"
+            if self.all_numbers:
+                forms += f", or one [N, {len(self.names)}] tensor of them all"
+            raise TensorError(f"unknown {what}; the model takes {forms}")
+        if tensor.name in given:
+            raise TensorError(f"{what} is given twice")
+        fits = {"number": tensor.datatype in NUMBERS, "boolean": tensor.datatype == "BOOL"}
+        if not fits.get(kind, tensor.datatype == "BYTES"):
+            feature = KINDS[kind]
+            raise TensorError(
+                f"{what} is {tensor.datatype}, but the feature is {feature}: send {FITTING[kind]}"
+            )
+        if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)):
+            raise TensorError(
+                f"{what} has shape {list(tensor.shape)}; a feature's tensor is [N] (or [N, 1])"
+            )
+
+    def _column(self, tensor: Tensor) -> list[Any]:
+        """A column's values; BYTES as text (UTF-8)."""
+        if tensor.datatype != "BYTES":
+            return tensor.values
+        values: list[Any] = []
+        bad: list[dict[str, Any]] = []
+        for row, value in enumerate(tensor.values):
+            text = value
+            if isinstance(value, bytes):
+                try:
+                    text = value.decode()
+                except UnicodeDecodeError:
+                    where = f"inputs.{tensor.index}.data.{row}"
+                    bad.append(problem(row, tensor.name, where, "Input should be UTF-8 text"))
+            values.append(text)
+        if bad:
+            raise refusal(bad)
+        return values
+
+    def _problems(self, exc: ValidationError, where: Where) -> TensorError:
+        found = []
+        for error in exc.errors(include_url=False, include_context=False, include_input=False):
+            loc = error["loc"]
+            if len(loc) >= 2 and isinstance(loc[0], int) and isinstance(loc[1], str):
+                row, feature = loc[0], loc[1]
+                found.append(problem(row, feature, where(row, feature), error["msg"]))
+            else:
+                found.append(problem(None, None, None, error["msg"]))
+        return refusal(found)
