@@ -52,7 +52,7 @@ def test_reads_what_tritonclient_writes(array: np.ndarray, binary: bool) -> None
     body, size = tritonclient_body({"x": array, "y": array.reshape(3, 1)}, binary)
     assert (size is not None) == binary
     request, tensors = read(body, size)
-    assert request.id == "r1" and [t.name for t in tensors] == ["x", "y"]
+    assert request["id"] == "r1" and [t.name for t in tensors] == ["x", "y"]
     assert tensors[1].shape == (3, 1) and tensors[1].index == 1
     expected = array.tolist()
     if array.dtype == object:

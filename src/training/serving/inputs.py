@@ -17,7 +17,9 @@ only the ``error`` string.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -31,6 +33,7 @@ Where = Callable[[int, str], str]
 SPELLED_OUT = 10
 FITTING = {"number": "FP64, FP32 or an INT/UINT type", "boolean": "BOOL", "string": "BYTES"}
 KINDS = {"number": "a number", "boolean": "a boolean", "string": "text"}
+ACCEPTS = {"number": NUMBERS, "boolean": frozenset({"BOOL"}), "string": frozenset({"BYTES"})}
 
 
 def problem(row: int | None, feature: str | None, where: str | None, reason: str) -> dict[str, Any]:
@@ -62,6 +65,7 @@ class Inputs:
         self.all_numbers = all(f.type == "number" for f in schema.features)
         self.max_rows = max_rows
         self._rows: TypeAdapter[list[Row]] = TypeAdapter(instances)
+        self._clean = [_clean_check(f.type, f.categories) for f in schema.features]
 
     def metadata(self) -> list[dict[str, Any]]:
         """The inputs the model metadata lists: one tensor per feature."""
@@ -76,10 +80,14 @@ class Inputs:
             and len(one.shape) == 2
             and (one.name not in self.kinds or one.shape[1] != 1)
         ):
-            rows, where = self._from_matrix(one)
+            columns, where = self._from_matrix(one)
         else:
-            rows, where = self._from_columns(tensors)
-        try:
+            columns, where = self._from_columns(tensors)
+        # Columns of one length by now; map, not a comprehension: ~30% less per row.
+        rows: list[Row] = list(map(dict, map(zip, repeat(self.names), zip(*columns, strict=True))))
+        if all(clean(column) for clean, column in zip(self._clean, columns, strict=True)):
+            return rows  # valid as they are: what the row type would accept unchanged
+        try:  # the row type's own judgement, and its words for each problem
             return self._rows.validate_python(rows)
         except ValidationError as exc:
             raise self._problems(exc, where) from None
@@ -94,7 +102,7 @@ class Inputs:
             return
         raise refusal([problem(None, None, None, reason)])
 
-    def _from_matrix(self, tensor: Tensor) -> tuple[list[Row], Where]:
+    def _from_matrix(self, tensor: Tensor) -> tuple[list[list[Any]], Where]:
         what = f"input '{tensor.name}'"
         if not self.all_numbers:
             others = [n for n in self.names if self.kinds[n] != "number"]
@@ -114,15 +122,13 @@ class Inputs:
                 f"features ({', '.join(self.names)}): send [N, {len(self.names)}]"
             )
         self._count(n)
-        names, values = self.names, tensor.values
-        rows = [
-            dict(zip(names, values[i * width : (i + 1) * width], strict=True)) for i in range(n)
-        ]
-        column = {name: c for c, name in enumerate(names)}
+        values = tensor.values
+        columns = [values[c::width] for c in range(width)]
+        column = {name: c for c, name in enumerate(self.names)}
         index = tensor.index
-        return rows, lambda row, feature: f"inputs.{index}.data.{row * width + column[feature]}"
+        return columns, lambda row, feature: f"inputs.{index}.data.{row * width + column[feature]}"
 
-    def _from_columns(self, tensors: list[Tensor]) -> tuple[list[Row], Where]:
+    def _from_columns(self, tensors: list[Tensor]) -> tuple[list[list[Any]], Where]:
         given: dict[str, Tensor] = {}
         for tensor in tensors:
             self._check_column(tensor, given)
@@ -133,35 +139,32 @@ class Inputs:
                 f"missing input{'s' if len(missing) > 1 else ''} {', '.join(missing)}: send "
                 "one tensor per feature"
             )
-        counts = {name: t.shape[0] for name, t in given.items()}
-        if len(set(counts.values())) > 1:
-            said = ", ".join(f"{name} {n}" for name, n in counts.items())
+        n = tensors[0].shape[0]
+        if any(t.shape[0] != n for t in tensors):
+            said = ", ".join(f"{t.name} {t.shape[0]}" for t in tensors)
             raise TensorError(f"the inputs have different numbers of rows: {said}")
-        self._count(tensors[0].shape[0])
+        self._count(n)
         columns = [self._column(given[name]) for name in self.names]
-        rows = [dict(zip(self.names, values, strict=True)) for values in zip(*columns, strict=True)]
-        index = {name: t.index for name, t in given.items()}
-        return rows, lambda row, feature: f"inputs.{index[feature]}.data.{row}"
+        return columns, lambda row, feature: f"inputs.{given[feature].index}.data.{row}"
 
     def _check_column(self, tensor: Tensor, given: dict[str, Tensor]) -> None:
-        what = f"input '{tensor.name}'"
         kind = self.kinds.get(tensor.name)
         if kind is None:
             forms = f"one tensor per feature ({', '.join(self.names)})"
             if self.all_numbers:
                 forms += f", or one [N, {len(self.names)}] tensor of them all"
-            raise TensorError(f"unknown {what}; the model takes {forms}")
+            raise TensorError(f"unknown input '{tensor.name}'; the model takes {forms}")
         if tensor.name in given:
-            raise TensorError(f"{what} is given twice")
-        fits = {"number": tensor.datatype in NUMBERS, "boolean": tensor.datatype == "BOOL"}
-        if not fits.get(kind, tensor.datatype == "BYTES"):
-            feature = KINDS[kind]
+            raise TensorError(f"input '{tensor.name}' is given twice")
+        if tensor.datatype not in ACCEPTS[kind]:
             raise TensorError(
-                f"{what} is {tensor.datatype}, but the feature is {feature}: send {FITTING[kind]}"
+                f"input '{tensor.name}' is {tensor.datatype}, but the feature is {KINDS[kind]}: "
+                f"send {FITTING[kind]}"
             )
         if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)):
             raise TensorError(
-                f"{what} has shape {list(tensor.shape)}; a feature's tensor is [N] (or [N, 1])"
+                f"input '{tensor.name}' has shape {list(tensor.shape)}; a feature's tensor is "
+                "[N] (or [N, 1])"
             )
 
     def _column(self, tensor: Tensor) -> list[Any]:
@@ -193,3 +196,27 @@ class Inputs:
             else:
                 found.append(problem(None, None, None, error["msg"]))
         return refusal(found)
+
+
+def _clean_check(kind: str, categories: tuple[str, ...] | None) -> Callable[[list[Any]], bool]:
+    """A column check that says yes only to values the row type accepts as they are (and no to
+    anything else, which the row type then judges and words): finite floats or ints, booleans,
+    text among the categories. It spares the row type's per-row work on the common case.
+    A missing value (None) is left to the row type."""
+    if kind == "number":
+
+        def numbers(values: list[Any]) -> bool:
+            if not set(map(type, values)) <= {float, int}:
+                return False
+            try:
+                return all(map(math.isfinite, values))
+            except OverflowError:  # an int too large for a float
+                return False
+
+        return numbers
+    if kind == "boolean":
+        return lambda values: set(map(type, values)) <= {bool}
+    if categories:
+        known = frozenset(categories)
+        return lambda values: set(map(type, values)) <= {str} and set(values) <= known
+    return lambda values: set(map(type, values)) <= {str}

@@ -137,6 +137,22 @@ class OpenInference:
 
     async def answer(self, where: Route, method: str, headers: Headers, body: bytes) -> Answer:
         """(status, headers, body) of one request to a /v2 route."""
+        if (
+            where.action == "infer"
+            and method == "POST"
+            and self.answers.ready
+            and self._unknown(where) is None
+        ):
+            try:
+                return await self._infer(where.template or "", headers, body)
+            except TensorError as exc:
+                return self._error(400, str(exc), detail=exc.detail)
+            except PredictionError as exc:
+                return self._error(400, str(exc))
+        return self._described(where, method)
+
+    def _described(self, where: Route, method: str) -> Answer:
+        """Every answer but an inference: health, metadata, and the refusals, in order."""
         if where.action == "unknown":
             return self._error(404, "not found: no such route of the Open Inference Protocol")
         if method != where.method:
@@ -155,23 +171,16 @@ class OpenInference:
             return self._error(404, unknown)
         if where.action == "model":
             return 200, [_JSON, *self.model_headers], self._model_json
-        if where.action == "model_ready":
-            return _json(200, {"name": self.name, "ready": True}, self.model_headers)
-        try:
-            return await self._infer(where.template or "", headers, body)
-        except TensorError as exc:
-            return self._error(400, str(exc), detail=exc.detail)
-        except PredictionError as exc:
-            return self._error(400, str(exc))
+        return _json(200, {"name": self.name, "ready": True}, self.model_headers)  # model_ready
 
     def _unknown(self, where: Route) -> str | None:
         """Why the route's model is not this one, or None."""
+        if where.name == self.name and where.version in (None, self.version):
+            return None
         serves = f"this service serves model '{self.name}', version '{self.version}'"
         if where.name != self.name:
             return f"unknown model '{where.name}': {serves}"
-        if where.version is not None and where.version != self.version:
-            return f"model '{self.name}' has no version '{where.version}': {serves}"
-        return None
+        return f"model '{self.name}' has no version '{where.version}': {serves}"
 
     def _error(
         self,
@@ -187,7 +196,7 @@ class OpenInference:
     async def _infer(self, endpoint: str, headers: Headers, body: bytes) -> Answer:
         request, tensors = read(body, header_length(headers))
         rows = self.inputs.rows(tensors)
-        wanted = self._wanted(request.outputs, request.parameters or {})
+        wanted = self._wanted(request.get("outputs"), request.get("parameters") or {})
         methods: list[Method] = [m for m in ("predict", "predict_proba") if m in dict(wanted)]
         if len(methods) == 1:
             results = {methods[0]: await self.answers.predicted(methods[0], rows, endpoint)}
@@ -198,8 +207,8 @@ class OpenInference:
             results = dict(zip(methods, both, strict=True))
         outputs = [(self._output(name, results[name]), binary) for name, binary in wanted]
         head: dict[str, Any] = dict(self._head)
-        if request.id is not None:
-            head["id"] = request.id
+        if request.get("id") is not None:
+            head["id"] = request["id"]
         head["parameters"] = self._parameters
         payload, length = encode(head, outputs)
         if length is None:
@@ -217,12 +226,13 @@ class OpenInference:
             return [(method, default) for method in known.values()]
         wanted: dict[Method, bool] = {}
         for output in requested:
-            method = known.get(output.name)
+            method = known.get(output["name"])
             if method is None:
                 raise TensorError(
-                    f"unknown output '{output.name}'; the model's outputs are " + ", ".join(known)
+                    f"unknown output '{output['name']}'; the model's outputs are "
+                    + ", ".join(known)
                 )
-            wanted[method] = (output.parameters or {}).get("binary_data", default) is True
+            wanted[method] = (output.get("parameters") or {}).get("binary_data", default) is True
         return list(wanted.items())
 
     def _output(self, name: Method, result: list[Any]) -> Output:

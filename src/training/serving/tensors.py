@@ -21,9 +21,10 @@ import json
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 #: struct's code of each fixed-size datatype (BF16 is read through its 16 bits).
 CODES = {
@@ -47,6 +48,7 @@ INTEGERS = frozenset(d for d in NUMBERS if "INT" in d)
 #: Dimensions a tensor may have (ours are [N] or [N, F]; the bound keeps the check cheap).
 MAX_RANK = 8
 HEADER = b"inference-header-content-length"
+_JSON = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one per call
 
 
 class TensorError(ValueError):
@@ -59,34 +61,37 @@ class TensorError(ValueError):
         self.detail = detail or []
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+# The request's JSON, as typed dicts (validated in one pass, about twice as fast as models).
+_STRICT = ConfigDict(strict=True)
 
 
-class RequestInput(_Strict):
-    name: str = Field(min_length=1, max_length=256)
-    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_RANK)
-    datatype: str = Field(max_length=16)
-    parameters: dict[str, Any] | None = None
-    data: Any = None
+class RequestInput(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    shape: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=MAX_RANK)]
+    datatype: Annotated[str, Field(max_length=16)]
+    parameters: NotRequired[dict[str, Any] | None]
+    data: NotRequired[Any]
 
 
-class RequestOutput(_Strict):
-    name: str = Field(min_length=1, max_length=256)
-    parameters: dict[str, Any] | None = None
+class RequestOutput(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    parameters: NotRequired[dict[str, Any] | None]
 
 
-class InferenceRequest(_Strict):
-    id: str | None = Field(default=None, max_length=256)
-    parameters: dict[str, Any] | None = None
-    inputs: list[RequestInput] = Field(min_length=1, max_length=1024)
-    outputs: list[RequestOutput] | None = Field(default=None, max_length=64)
+class InferenceRequest(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    id: NotRequired[Annotated[str, Field(max_length=256)] | None]
+    parameters: NotRequired[dict[str, Any] | None]
+    inputs: Annotated[list[RequestInput], Field(min_length=1, max_length=1024)]
+    outputs: NotRequired[Annotated[list[RequestOutput], Field(max_length=64)] | None]
 
 
 _REQUEST = TypeAdapter(InferenceRequest)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Tensor:
     """One input, decoded: its values flat in row-major order (None: JSON's null)."""
 
@@ -130,9 +135,9 @@ def read(body: bytes, length: int | None) -> tuple[InferenceRequest, list[Tensor
         raise _malformed(exc) from None
     tensors: list[Tensor] = []
     offset = 0
-    for index, item in enumerate(request.inputs):
-        values, offset = _values(item, index, tail, offset, length is not None)
-        tensors.append(Tensor(item.name, item.datatype, tuple(item.shape), values, index))
+    for index, item in enumerate(request["inputs"]):
+        values, offset = _values(item, tail, offset, length is not None)
+        tensors.append(Tensor(item["name"], item["datatype"], tuple(item["shape"]), values, index))
     if offset != len(tail):
         raise TensorError(
             f"the body holds {len(tail) - offset} bytes after the binary data its inputs "
@@ -152,31 +157,29 @@ def _malformed(exc: ValidationError) -> TensorError:
     return TensorError(f"invalid inference request: {where}{first['reason']}{more}", problems)
 
 
-def _values(
-    item: RequestInput, index: int, tail: bytes, offset: int, binary: bool
-) -> tuple[list[Any], int]:
+def _values(item: RequestInput, tail: bytes, offset: int, binary: bool) -> tuple[list[Any], int]:
     """One input's flat values and where the next binary part starts."""
-    what = f"input '{item.name}'"
-    if item.datatype not in DATATYPES:
+    what = f"input '{item['name']}'"
+    datatype, shape, data = item["datatype"], item["shape"], item.get("data")
+    if datatype not in CODES and datatype != "BYTES":
         raise TensorError(
-            f"{what}: unknown datatype {item.datatype!r}; the protocol's are "
-            + ", ".join(DATATYPES)
+            f"{what}: unknown datatype {datatype!r}; the protocol's are " + ", ".join(DATATYPES)
         )
-    parameters = item.parameters or {}
-    if any(key.startswith("shared_memory") for key in parameters):
+    parameters = item.get("parameters") or {}
+    if parameters and any(key.startswith("shared_memory") for key in parameters):
         raise TensorError(f"{what}: shared memory is not supported; send the data in the body")
-    count = math.prod(item.shape)
+    count = math.prod(shape)
     size = parameters.get("binary_data_size")
     if size is None:
-        if item.data is None:
+        if data is None:
             raise TensorError(f"{what} has no data (nor a binary_data_size)")
-        values = _flat(item.data, what)
+        values = _flat(data, what)
         if len(values) != count:
             raise TensorError(
-                f"{what}: shape {item.shape} holds {count} elements, its data {len(values)}"
+                f"{what}: shape {shape} holds {count} elements, its data {len(values)}"
             )
         return values, offset
-    if item.data is not None:
+    if data is not None:
         raise TensorError(f"{what} has both data and a binary_data_size")
     if not binary:
         raise TensorError(
@@ -190,15 +193,16 @@ def _values(
             f"{what}: binary_data_size {size} runs past the end of the body "
             f"({len(tail) - offset} bytes left)"
         )
-    return _decode(item.datatype, count, tail[offset : offset + size], what), offset + size
+    return _decode(datatype, count, tail[offset : offset + size], what), offset + size
 
 
 def _flat(data: Any, what: str) -> list[Any]:
     """JSON data, nested or flat, as one flat list (row-major)."""
     if not isinstance(data, list):
         raise TensorError(f"{what}: data must be an array")
-    if not any(isinstance(v, list) for v in data):
-        return data  # the usual case: flat already
+    if not data or not isinstance(data[0], list):
+        # The usual case: flat (a list further in is no number, and the row type says so).
+        return data
     return _flat_in_order(data, what)
 
 
@@ -274,7 +278,7 @@ def encode(head: dict[str, Any], outputs: list[tuple[Output, bool]]) -> tuple[by
                 tensor["parameters"] = output.parameters
             tensor["data"] = output.values
         described.append(tensor)
-    header = json.dumps({**head, "outputs": described}, separators=(",", ":")).encode()
+    header = _JSON.encode({**head, "outputs": described}).encode()
     if not parts:
         return header, None
     return header + b"".join(parts), len(header)
