@@ -9,17 +9,19 @@ feature, as the model metadata lists them, ``predict`` asked for as JSON), OIP b
 tensors as raw FP64 after the JSON header, ``predict`` back as binary data: tritonclient's
 default) and OIP binary with one [N, 4] tensor. Bodies are prepared once (the binary ones by
 tritonclient's own request writer) and sent by wrk, keep-alive; every kind's answer is checked
-against /predict's before it is timed. Printed: req/s, p50, p99, errors, CPU per request, and
-each OIP kind's req/s over /predict's in the same cell (floor 0.8x).
+against /predict's before it is timed. Each cell's time is cut into slices taken in turn across
+the kinds, so the ratios hold on a machine others share. Printed: req/s, p50, p99 (median of
+the slices'), errors, CPU per request, and each OIP kind's req/s over /predict's in the same
+cell (floor 0.8x).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ import tritonclient.http as triton
 from common import free_port, service_command, stop, train_model, tree_cpu_s, wait_until_ready, wrk
 
 CONCURRENCY = (8, 32)
+ROUNDS = 4  # slices per cell, taken in turn across the kinds
 FLOOR = 0.8
 KINDS = ("/predict", "oip json", "oip binary", "oip binary [N,F]")
 
@@ -146,8 +149,7 @@ def run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> list[Cell]
                 assert _labels(base, body) == expected, kind
                 wrk(base + body.path, body.file, 8, 2, work, body.headers)  # warm-up
             for concurrency in CONCURRENCY:
-                for kind, body in bodies.items():
-                    cells.append(_timed(proc.pid, base, kind, rows, concurrency, body, args, work))
+                cells += _cells(proc.pid, base, rows, concurrency, bodies, args, work)
     finally:
         stop(proc)
         log.close()
@@ -155,26 +157,38 @@ def run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> list[Cell]
     return cells
 
 
-def _timed(
+def _cells(
     pid: int,
     base: str,
-    kind: str,
     rows: int,
     concurrency: int,
-    body: Body,
+    bodies: dict[str, Body],
     args: argparse.Namespace,
     work: Path,
-) -> Cell:
-    before = tree_cpu_s(pid)
-    rps, p50, p99, errors = wrk(
-        base + body.path, body.file, concurrency, args.duration, work, body.headers
-    )
-    cpu = tree_cpu_s(pid) - before
-    print(f"  oip {kind:18} rows={rows:<3} c={concurrency:<2} {rps:7.0f} req/s", file=sys.stderr)
-    time.sleep(0.2)
-    return Cell(
-        kind, rows, concurrency, rps, p50, p99, errors, cpu / max(1.0, rps * args.duration) * 1000
-    )
+) -> list[Cell]:
+    """Each kind's figures in one cell, its time cut into ROUNDS slices taken in turn with
+    the other kinds', so a change in what else runs on the machine falls on all of them alike.
+    req/s over the whole time; p50 and p99 the median of the slices'."""
+    slice_s = max(1, round(args.duration / ROUNDS))
+    runs: dict[str, list[tuple[float, float, float, int, float]]] = {k: [] for k in bodies}
+    for _ in range(ROUNDS):
+        for kind, body in bodies.items():
+            before = tree_cpu_s(pid)
+            rps, p50, p99, errors = wrk(
+                base + body.path, body.file, concurrency, slice_s, work, body.headers
+            )
+            runs[kind].append((rps, p50, p99, errors, tree_cpu_s(pid) - before))
+    cells = []
+    for kind, slices in runs.items():
+        rps = statistics.fmean(r[0] for r in slices)
+        cpu_ms = sum(r[4] for r in slices) / max(1.0, rps * slice_s * ROUNDS) * 1000
+        p50, p99 = (statistics.median(r[i] for r in slices) for i in (1, 2))
+        errors = sum(r[3] for r in slices)
+        cells.append(Cell(kind, rows, concurrency, rps, p50, p99, errors, cpu_ms))
+        print(
+            f"  oip {kind:18} rows={rows:<3} c={concurrency:<2} {rps:7.0f} req/s", file=sys.stderr
+        )
+    return cells
 
 
 def _report(cells: list[Cell], args: argparse.Namespace) -> None:

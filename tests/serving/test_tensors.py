@@ -13,7 +13,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import np_to_triton_dtype
 
-from training.serving.tensors import Output, TensorError, encode, header_length, read
+from training.serving.tensors import Output, TensorError, encode, header_length, members, read
 
 ARRAYS = [
     np.array([1.5, -2.25, 0.0], dtype=np.float64),
@@ -81,7 +81,7 @@ def test_tritonclient_reads_what_we_write() -> None:
         Output("flags", "BOOL", [3], [True, False, True]),
     ]
     for binary in (True, False):
-        body, size = encode({"model_name": "m", "id": "7"}, [(o, binary) for o in outputs])
+        body, size = encode(members({"model_name": "m", "id": "7"}), [(o, binary) for o in outputs])
         assert (size is not None) == binary
         result = triton.InferResult.from_response_body(body, header_length=size)
         assert result.get_response()["id"] == "7"
@@ -142,6 +142,11 @@ BYTES_INPUT = {"name": "s", "shape": [2], "datatype": "BYTES", "parameters": {}}
         ),
         (b'{"inputs": []}', None, "inputs: List should have at least 1 item"),
         (b'{"inputs": [', None, "invalid inference request: Invalid JSON"),
+        (
+            b'{"inputs": []}',
+            5,
+            "its first 5 bytes, as Inference-Header-Content-Length says): Invalid",
+        ),
         (
             b'{"inputs": [{"name": "x", "shape": [-1], "datatype": "FP64", "data": []}]}',
             None,

@@ -85,7 +85,10 @@ class Inputs:
             columns, where = self._from_columns(tensors)
         # Columns of one length by now; map, not a comprehension: ~30% less per row.
         rows: list[Row] = list(map(dict, map(zip, repeat(self.names), zip(*columns, strict=True))))
-        if all(clean(column) for clean, column in zip(self._clean, columns, strict=True)):
+        for clean, column in zip(self._clean, columns, strict=True):
+            if not clean(column):
+                break
+        else:
             return rows  # valid as they are: what the row type would accept unchanged
         try:  # the row type's own judgement, and its words for each problem
             return self._rows.validate_python(rows)
@@ -124,9 +127,11 @@ class Inputs:
         self._count(n)
         values = tensor.values
         columns = [values[c::width] for c in range(width)]
-        column = {name: c for c, name in enumerate(self.names)}
-        index = tensor.index
-        return columns, lambda row, feature: f"inputs.{index}.data.{row * width + column[feature]}"
+        index, names = tensor.index, self.names
+        return (
+            columns,
+            lambda row, feature: f"inputs.{index}.data.{row * width + names.index(feature)}",
+        )
 
     def _from_columns(self, tensors: list[Tensor]) -> tuple[list[list[Any]], Where]:
         given: dict[str, Tensor] = {}
@@ -198,6 +203,9 @@ class Inputs:
         return refusal(found)
 
 
+_NUMBERS, _BOOLEANS, _TEXTS = frozenset({float, int}), frozenset({bool}), frozenset({str})
+
+
 def _clean_check(kind: str, categories: tuple[str, ...] | None) -> Callable[[list[Any]], bool]:
     """A column check that says yes only to values the row type accepts as they are (and no to
     anything else, which the row type then judges and words): finite floats or ints, booleans,
@@ -206,7 +214,7 @@ def _clean_check(kind: str, categories: tuple[str, ...] | None) -> Callable[[lis
     if kind == "number":
 
         def numbers(values: list[Any]) -> bool:
-            if not set(map(type, values)) <= {float, int}:
+            if not set(map(type, values)) <= _NUMBERS:
                 return False
             try:
                 return all(map(math.isfinite, values))
@@ -215,8 +223,8 @@ def _clean_check(kind: str, categories: tuple[str, ...] | None) -> Callable[[lis
 
         return numbers
     if kind == "boolean":
-        return lambda values: set(map(type, values)) <= {bool}
+        return lambda values: set(map(type, values)) <= _BOOLEANS
     if categories:
         known = frozenset(categories)
-        return lambda values: set(map(type, values)) <= {str} and set(values) <= known
-    return lambda values: set(map(type, values)) <= {str}
+        return lambda values: set(map(type, values)) <= _TEXTS and set(values) <= known
+    return lambda values: set(map(type, values)) <= _TEXTS

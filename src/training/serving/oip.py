@@ -29,6 +29,7 @@ route, 405 for another method, 503 until the model is loaded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -38,7 +39,15 @@ from training.serving.answers import Answers
 from training.serving.exchange import error_body
 from training.serving.inputs import Inputs
 from training.serving.predictor import Method, PredictionError
-from training.serving.tensors import Output, RequestOutput, TensorError, encode, header_length, read
+from training.serving.tensors import (
+    Output,
+    RequestOutput,
+    TensorError,
+    encode,
+    header_length,
+    members,
+    read,
+)
 
 Headers = list[tuple[bytes, bytes]]
 Answer = tuple[int, Headers, bytes]
@@ -73,6 +82,11 @@ def route(path: str) -> Route | None:
     """The protocol's route of ``path``; None for a path outside /v2."""
     if path != "/v2" and not path.startswith("/v2/"):
         return None
+    return _read_route(path)
+
+
+@functools.lru_cache(maxsize=256)  # the few paths clients repeat; a made-up one costs a read
+def _read_route(path: str) -> Route:
     parts = path.split("/")[2:]
     if not parts:
         return Route("server", "/v2")
@@ -132,8 +146,14 @@ class OpenInference:
         self._model_json = json.dumps(model, separators=(",", ":")).encode()
         server = {"name": "prediction", "version": _server_version(), "extensions": EXTENSIONS}
         self._server_json = json.dumps(server, separators=(",", ":")).encode()
-        self._head = {"model_name": self.name, "model_version": self.version}
-        self._parameters = {"run_id": card.run_id}
+        self._head = members(
+            {
+                "model_name": self.name,
+                "model_version": self.version,
+                "parameters": {"run_id": card.run_id},
+            }
+        )
+        self._known: dict[str, Method] = {}
 
     async def answer(self, where: Route, method: str, headers: Headers, body: bytes) -> Answer:
         """(status, headers, body) of one request to a /v2 route."""
@@ -197,7 +217,7 @@ class OpenInference:
         request, tensors = read(body, header_length(headers))
         rows = self.inputs.rows(tensors)
         wanted = self._wanted(request.get("outputs"), request.get("parameters") or {})
-        methods: list[Method] = [m for m in ("predict", "predict_proba") if m in dict(wanted)]
+        methods = [method for method, _ in wanted]
         if len(methods) == 1:
             results = {methods[0]: await self.answers.predicted(methods[0], rows, endpoint)}
         else:  # both: each from its own batcher, side by side
@@ -206,10 +226,8 @@ class OpenInference:
             )
             results = dict(zip(methods, both, strict=True))
         outputs = [(self._output(name, results[name]), binary) for name, binary in wanted]
-        head: dict[str, Any] = dict(self._head)
-        if request.get("id") is not None:
-            head["id"] = request["id"]
-        head["parameters"] = self._parameters
+        given = request.get("id")
+        head = self._head if given is None else f"{members({'id': given})}{self._head}"
         payload, length = encode(head, outputs)
         if length is None:
             return 200, [_JSON, *self.model_headers], payload
@@ -221,7 +239,7 @@ class OpenInference:
     ) -> list[tuple[Method, bool]]:
         """The outputs to send, in order, each with "as binary data"."""
         default = parameters.get("binary_data_output") is True
-        known: dict[str, Method] = {m: m for m in self.answers.methods}
+        known = self._known or self._outputs_known()
         if requested is None:
             return [(method, default) for method in known.values()]
         wanted: dict[Method, bool] = {}
@@ -234,6 +252,11 @@ class OpenInference:
                 )
             wanted[method] = (output.get("parameters") or {}).get("binary_data", default) is True
         return list(wanted.items())
+
+    def _outputs_known(self) -> dict[str, Method]:
+        """The model's outputs by name (its methods, once it is loaded)."""
+        self._known = {m: m for m in self.answers.methods}
+        return self._known
 
     def _output(self, name: Method, result: list[Any]) -> Output:
         if name == "predict":

@@ -43,6 +43,8 @@ CODES = {
     "FP64": "d",
 }
 DATATYPES = (*CODES, "BYTES")
+KNOWN = frozenset(DATATYPES)
+WIDTHS = {datatype: struct.calcsize(code) for datatype, code in CODES.items()}
 NUMBERS = frozenset(CODES) - {"BOOL"}
 INTEGERS = frozenset(d for d in NUMBERS if "INT" in d)
 #: Dimensions a tensor may have (ours are [N] or [N, F]; the bound keeps the check cheap).
@@ -132,7 +134,7 @@ def read(body: bytes, length: int | None) -> tuple[InferenceRequest, list[Tensor
     try:
         request = _REQUEST.validate_json(header)
     except ValidationError as exc:
-        raise _malformed(exc) from None
+        raise _malformed(exc, length) from None
     tensors: list[Tensor] = []
     offset = 0
     for index, item in enumerate(request["inputs"]):
@@ -146,37 +148,44 @@ def read(body: bytes, length: int | None) -> tuple[InferenceRequest, list[Tensor
     return request, tensors
 
 
-def _malformed(exc: ValidationError) -> TensorError:
-    problems = []
+def _malformed(exc: ValidationError, length: int | None) -> TensorError:
+    problems: list[dict[str, Any]] = []
     for error in exc.errors(include_url=False, include_context=False, include_input=False):
         where = ".".join(str(p) for p in error["loc"]) or None
         problems.append({"row": None, "feature": None, "field": where, "reason": error["msg"]})
     first = problems[0]
     where = f"{first['field']}: " if first["field"] else ""
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    if length is not None and first["reason"].startswith("Invalid JSON"):
+        # Say where the header ended: a stale Inference-Header-Content-Length (tritonclient
+        # adds it to the headers dict it is given) cuts the JSON short.
+        where = (
+            f"the JSON header (its first {length} bytes, as Inference-Header-Content-Length says): "
+        )
     return TensorError(f"invalid inference request: {where}{first['reason']}{more}", problems)
 
 
 def _values(item: RequestInput, tail: bytes, offset: int, binary: bool) -> tuple[list[Any], int]:
     """One input's flat values and where the next binary part starts."""
+    datatype, data = item["datatype"], item.get("data")
+    parameters = item.get("parameters")
+    size = parameters.get("binary_data_size") if parameters else None
     what = f"input '{item['name']}'"
-    datatype, shape, data = item["datatype"], item["shape"], item.get("data")
-    if datatype not in CODES and datatype != "BYTES":
+    if datatype not in KNOWN:
         raise TensorError(
             f"{what}: unknown datatype {datatype!r}; the protocol's are " + ", ".join(DATATYPES)
         )
-    parameters = item.get("parameters") or {}
-    if parameters and any(key.startswith("shared_memory") for key in parameters):
+    others = parameters or {}  # besides binary_data_size: looked through only when there
+    if (size is None or len(others) > 1) and any(k.startswith("shared_memory") for k in others):
         raise TensorError(f"{what}: shared memory is not supported; send the data in the body")
-    count = math.prod(shape)
-    size = parameters.get("binary_data_size")
+    count = math.prod(item["shape"])
     if size is None:
         if data is None:
             raise TensorError(f"{what} has no data (nor a binary_data_size)")
         values = _flat(data, what)
         if len(values) != count:
             raise TensorError(
-                f"{what}: shape {shape} holds {count} elements, its data {len(values)}"
+                f"{what}: shape {item['shape']} holds {count} elements, its data {len(values)}"
             )
         return values, offset
     if data is not None:
@@ -221,8 +230,7 @@ def _flat_in_order(data: list[Any], what: str, depth: int = 0) -> list[Any]:
 def _decode(datatype: str, count: int, raw: bytes, what: str) -> list[Any]:
     if datatype == "BYTES":
         return _decode_bytes(count, raw, what)
-    code = CODES[datatype]
-    width = struct.calcsize(code)
+    code, width = CODES[datatype], WIDTHS[datatype]
     if len(raw) != count * width:
         raise TensorError(
             f"{what}: {count} {datatype} elements take {count * width} bytes; "
@@ -258,30 +266,38 @@ def _decode_bytes(count: int, raw: bytes, what: str) -> list[Any]:
     return values
 
 
-def encode(head: dict[str, Any], outputs: list[tuple[Output, bool]]) -> tuple[bytes, int | None]:
+def encode(head: str, outputs: list[tuple[Output, bool]]) -> tuple[bytes, int | None]:
     """An answer's body, and its JSON header's length when binary parts follow it (the
-    Inference-Header-Content-Length to send); ``outputs`` pairs each with "as binary"."""
-    described: list[dict[str, Any]] = []
+    Inference-Header-Content-Length to send); ``outputs`` pairs each with "as binary".
+
+    ``head`` is the answer's first members as JSON text with a trailing comma
+    (``"model_name":"m","id":"7",``): written here as text, not through a dict, because
+    encoding the whole header as one object cost more than the model call on a single row.
+    Output names and datatypes are the service's own (plain ASCII)."""
+    described: list[str] = []
     parts: list[bytes] = []
     for output, binary in outputs:
-        tensor: dict[str, Any] = {
-            "name": output.name,
-            "datatype": output.datatype,
-            "shape": output.shape,
-        }
+        shape = ",".join(map(str, output.shape))
+        text = f'{{"name":"{output.name}","datatype":"{output.datatype}","shape":[{shape}]'
+        parameters = output.parameters
         if binary:
             part = _encode(output)
             parts.append(part)
-            tensor["parameters"] = {**output.parameters, "binary_data_size": len(part)}
-        else:
-            if output.parameters:
-                tensor["parameters"] = output.parameters
-            tensor["data"] = output.values
-        described.append(tensor)
-    header = _JSON.encode({**head, "outputs": described}).encode()
+            parameters = {**parameters, "binary_data_size": len(part)}
+        if parameters:
+            text += f',"parameters":{_JSON.encode(parameters)}'
+        if not binary:
+            text += f',"data":{_JSON.encode(output.values)}'
+        described.append(text + "}")
+    header = f'{{{head}"outputs":[{",".join(described)}]}}'.encode()
     if not parts:
         return header, None
     return header + b"".join(parts), len(header)
+
+
+def members(values: dict[str, Any]) -> str:
+    """JSON members without their braces, and a trailing comma: the ``head`` of ``encode``."""
+    return _JSON.encode(values)[1:-1] + ","
 
 
 def _encode(output: Output) -> bytes:
