@@ -41,6 +41,7 @@ import serve_oip
 from common import (
     BIN,
     free_port,
+    sample_rows,
     service_command,
     stop,
     train_model,
@@ -122,21 +123,7 @@ def _train(model: str, work: Path, env: dict[str, str]) -> str:
 
 def _bodies(tag: str, work: Path, env: dict[str, str], rows: list[int]) -> dict[str, Path]:
     """Request bodies: ours (rows keyed by feature) and idiomatic (a plain array)."""
-    code = (
-        "import json, sys, bentoml\n"
-        "from training.serving.card import ModelCard\n"
-        "card = ModelCard.from_stored(bentoml.models.get(sys.argv[1]))\n"
-        "print(json.dumps(card.features.sample_rows(int(sys.argv[2]))))\n"
-    )
-    sample = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", code, tag, str(max(rows))],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    sample = sample_rows(tag, env, max(rows))
     paths: dict[str, Path] = {}
     for n in rows:
         stem = tag.replace(":", "-")

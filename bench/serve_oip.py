@@ -30,7 +30,16 @@ import httpx
 import numpy as np
 import tritonclient.http as triton
 
-from common import free_port, service_command, stop, train_model, tree_cpu_s, wait_until_ready, wrk
+from common import (
+    free_port,
+    sample_rows,
+    service_command,
+    stop,
+    train_model,
+    tree_cpu_s,
+    wait_until_ready,
+    wrk,
+)
 
 CONCURRENCY = (8, 32)
 ROUNDS = 4  # slices per cell, taken in turn across the kinds
@@ -55,24 +64,6 @@ class Body:
     path: str  # URL path
     file: Path
     headers: dict[str, str]
-
-
-def _sample(tag: str, env: dict[str, str], n: int) -> list[dict[str, Any]]:
-    code = (
-        "import json, sys, bentoml\n"
-        "from training.serving.card import ModelCard\n"
-        "card = ModelCard.from_stored(bentoml.models.get(sys.argv[1]))\n"
-        "print(json.dumps(card.features.sample_rows(int(sys.argv[2]))))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, tag, str(n)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rows: list[dict[str, Any]] = json.loads(out)
-    return rows
 
 
 def _bodies(tag: str, rows: list[dict[str, Any]], work: Path) -> dict[str, Body]:
@@ -132,7 +123,7 @@ def run(args: argparse.Namespace, work: Path, env: dict[str, str]) -> list[Cell]
     """Train iris, serve it once, time every kind at c8 and c32; print the section."""
     print("oip: training iris ...", file=sys.stderr)
     tag = train_model(env)
-    sample = _sample(tag, env, max(args.rows))
+    sample = sample_rows(tag, env, max(args.rows))
     port = free_port()
     log = (work / "oip-serve.log").open("wb")
     proc = subprocess.Popen(
