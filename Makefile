@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: install up test lint typecheck pytest bench clean container-tools
+.PHONY: install up test lint typecheck pytest bench clean container-tools browser-tools
 
 install: $(VENV)/.synced
 
@@ -24,16 +24,26 @@ $(VENV)/.synced: pyproject.toml uv.lock
 up: install
 	$(BIN)/training up
 
-test: install container-tools lint typecheck pytest
+test: install container-tools browser-tools lint typecheck pytest
 
-# The container tests need podman, runc and debootstrap (Debian's packages): installed here when
-# missing and run as root on a Debian machine; elsewhere those tests skip (CI requires them).
-container-tools:
+# $(call debian-packages,COMMANDS,PACKAGES): as root on a Debian machine, install PACKAGES with
+# apt when one of COMMANDS is missing; elsewhere the tests that need them skip (CI requires them).
+define debian-packages
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		! (command -v podman && command -v runc && command -v debootstrap) >/dev/null; then \
-		apt-get install -y -q podman runc debootstrap >/dev/null || \
-		(apt-get update -q >/dev/null && apt-get install -y -q podman runc debootstrap >/dev/null); \
+		! (for c in $(1); do command -v $$c || exit 1; done) >/dev/null; then \
+		apt-get install -y -q $(2) >/dev/null || \
+		(apt-get update -q >/dev/null && apt-get install -y -q $(2) >/dev/null); \
 	fi
+endef
+
+# The container tests need podman, runc and debootstrap.
+container-tools:
+	$(call debian-packages,podman runc debootstrap,podman runc debootstrap)
+
+# The browser tests drive Debian's Chromium with Playwright (the dev group); Playwright never
+# downloads a browser of its own here.
+browser-tools:
+	$(call debian-packages,chromium,chromium)
 
 lint:
 	$(BIN)/ruff check src tests bench
@@ -52,6 +62,8 @@ bench: install
 	$(BIN)/python bench/training_api.py
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/container.py
+	$(BIN)/python bench/ui.py
+	$(BIN)/python bench/cluster.py
 
 
 clean:

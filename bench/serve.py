@@ -13,6 +13,8 @@ Servers, started one at a time, each alone on the machine, 1 worker:
   ours       src/service.py as shipped (`bentoml serve service:Prediction`, default settings)
   idiomatic  a plain @bentoml.service with one @bentoml.api predict on a numpy array
   batchable  the same with @bentoml.api(batchable=True): BentoML's own adaptive batching
+  mlflow     `mlflow models serve` (MLflow 3.17, 1 worker) of the same fitted pipeline, in a venv
+             of its own with our scikit-learn and numpy (made once, under ~/.cache/training)
   echo       a bare Starlette app under uvicorn that parses the JSON body and echoes it
 wrk (POST, keep-alive) drives each at each concurrency with 1-row and 100-row bodies. Printed:
 requests/s, p50, p99, errors, CPU per request (server and children), rows per model call
@@ -42,7 +44,6 @@ from common import (
     BIN,
     free_port,
     sample_rows,
-    service_command,
     stop,
     train_model,
     tree_cpu_s,
@@ -122,15 +123,20 @@ def _train(model: str, work: Path, env: dict[str, str]) -> str:
 
 
 def _bodies(tag: str, work: Path, env: dict[str, str], rows: list[int]) -> dict[str, Path]:
-    """Request bodies: ours (rows keyed by feature) and idiomatic (a plain array)."""
+    """Request bodies: ours (rows keyed by feature), idiomatic (a plain array) and MLflow's
+    (the same array as its "inputs")."""
     sample = sample_rows(tag, env, max(rows))
     paths: dict[str, Path] = {}
     for n in rows:
         stem = tag.replace(":", "-")
-        ours, plain = work / f"{stem}-ours-{n}.json", work / f"{stem}-plain-{n}.json"
-        ours.write_text(json.dumps({"instances": sample[:n]}))
-        plain.write_text(json.dumps({"input": [list(r.values()) for r in sample[:n]]}))
-        paths[f"ours-{n}"], paths[f"plain-{n}"] = ours, plain
+        matrix = [list(r.values()) for r in sample[:n]]
+        for kind, body in (
+            ("ours", {"instances": sample[:n]}),
+            ("plain", {"input": matrix}),
+            ("mlflow", {"inputs": matrix}),
+        ):
+            paths[f"{kind}-{n}"] = work / f"{stem}-{kind}-{n}.json"
+            paths[f"{kind}-{n}"].write_text(json.dumps(body))
     return paths
 
 
@@ -146,7 +152,7 @@ def _batch_rows(url: str) -> tuple[float, float]:
 
 
 def _start(
-    command: list[str], env: dict[str, str], work: Path, body: Path, log: Path
+    command: list[str], env: dict[str, str], work: Path, body: Path, log: Path, path: str
 ) -> tuple[subprocess.Popen[bytes], str, float]:
     port = free_port()
     started = time.monotonic()
@@ -157,7 +163,7 @@ def _start(
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}/predict"
+    url = f"http://127.0.0.1:{port}{path}"
     while time.monotonic() - started < 120:
         if proc.poll() is not None:
             raise RuntimeError(f"{command[:3]} exited with {proc.returncode}; see {log}")
@@ -185,8 +191,10 @@ def _cells(
     work: Path,
     env: dict[str, str],
 ) -> list[Result]:
-    kind = "ours" if server in ("ours", "echo") else "plain"
-    proc, url, start_s = _start(command, env, work, paths[f"{kind}-1"], work / f"{server}.log")
+    kind = {"ours": "ours", "echo": "ours", "mlflow": "mlflow"}.get(server, "plain")
+    path = "/invocations" if server == "mlflow" else "/predict"
+    log = work / f"{server}.log"
+    proc, url, start_s = _start(command, env, work, paths[f"{kind}-1"], log, path)
     time.sleep(1)
     idle = tree_rss_mb(proc.pid)  # after one answer, before any load
     results: list[Result] = []
@@ -258,7 +266,7 @@ def _report(results: list[Result], args: argparse.Namespace) -> None:
     cell = {(r.server, r.model, r.rows, r.concurrency): r for r in results}
     print(
         f"\n{'model':8} {'rows':>4} {'conc':>4} {'ours/idiomatic':>15} {'ours/batchable':>15} "
-        f"{'ours/echo':>10}"
+        f"{'ours/mlflow':>12} {'ours/echo':>10}"
     )
     for model in args.models:
         for rows in args.rows:
@@ -267,10 +275,19 @@ def _report(results: list[Result], args: argparse.Namespace) -> None:
                 if ours is None:
                     continue
                 ratios = []
-                for peer in (("idiomatic", model), ("batchable", model), ("echo", "-")):
+                peers = (
+                    ("idiomatic", model),
+                    ("batchable", model),
+                    ("mlflow", model),
+                    ("echo", "-"),
+                )
+                for peer in peers:
                     other = cell.get((*peer, rows, c))
                     ratios.append(f"{ours.rps / other.rps:.2f}x" if other else "-")
-                print(f"{model:8} {rows:4} {c:4} {ratios[0]:>15} {ratios[1]:>15} {ratios[2]:>10}")
+                print(
+                    f"{model:8} {rows:4} {c:4} {ratios[0]:>15} {ratios[1]:>15} {ratios[2]:>12} "
+                    f"{ratios[3]:>10}"
+                )
     _floors(cell, results, args)
 
 
@@ -289,11 +306,16 @@ def _floors(
             f"(>= 1.5x), p99 {forest.p99_ms:.0f} ms (<= 150), errors {forest.errors}"
         )
     iris, idiomatic = cell.get(("ours", "iris", 1, top)), cell.get(("idiomatic", "iris", 1, top))
+    mlflow = cell.get(("mlflow", "iris", 1, top))
     if iris and idiomatic:
+        versus = f", {iris.rps / mlflow.rps:.2f}x MLflow (>= 2.5x)" if mlflow else ""
         print(
-            f"  iris 1 row c{top}: {iris.rps / idiomatic.rps:.2f}x idiomatic (>= 4.5x), "
+            f"  iris 1 row c{top}: {iris.rps / idiomatic.rps:.2f}x idiomatic (>= 4.5x){versus}, "
             f"p99 {iris.p99_ms:.1f} ms (<= 25)"
         )
+    quiet = cell.get(("ours", "iris", 1, min(args.concurrency)))
+    if quiet:
+        print(f"  iris 1 row c{min(args.concurrency)}: p50 {quiet.p50_ms:.2f} ms (no waiting)")
     ours = [r for r in results if r.server == "ours"]
     if ours:
         firsts = [
@@ -302,6 +324,81 @@ def _floors(
         print("  idle RSS (<= 300 MB) and start (<= 3.5 s), server and worker, one run each:")
         for r in firsts:
             print(f"    {r.server:9} {r.model:8} {r.idle_rss_mb:5.0f} MB {r.start_s:6.2f} s")
+
+
+SERVERS = ["ours", "idiomatic", "batchable", "mlflow", "echo"]
+MLFLOW = "mlflow==3.17.*"
+
+
+def _built_bento(tag: str, work: Path, env: dict[str, str]) -> str:
+    """`training build` of the model: ours is measured as ops run it, `bentoml serve
+    prediction:VERSION`."""
+    out = subprocess.run(
+        [str(BIN / "training"), "build", "--model-tag", tag, "--out", str(work / "bentos")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return next(line.split()[1] for line in out.splitlines() if line.startswith("bento "))
+
+
+def _mlflow_venv() -> Path:
+    """A venv with MLflow beside our own scikit-learn, numpy and pandas (the pickled pipeline
+    loads only with the scikit-learn that fitted it); made once, then reused."""
+    import numpy
+    import pandas
+    import sklearn
+
+    pins = [MLFLOW, f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}"]
+    pins.append(f"pandas=={pandas.__version__}")
+    venv = Path.home() / ".cache" / "training" / "bench-mlflow"
+    marker = venv / "pins.txt"
+    if not marker.is_file() or marker.read_text() != "\n".join(pins):
+        print(f"making MLflow's venv in {venv} ...", file=sys.stderr)
+        subprocess.run([str(BIN / "uv"), "venv", "-q", "--clear", str(venv)], check=True)
+        subprocess.run(
+            [str(BIN / "uv"), "pip", "install", "-q", "--python", str(venv / "bin/python"), *pins],
+            check=True,
+        )
+        marker.write_text("\n".join(pins))
+    return venv
+
+
+def _mlflow_model(tag: str, work: Path, env: dict[str, str]) -> tuple[Path, Path]:
+    """MLflow's venv and the same fitted pipeline saved as an MLflow model."""
+    venv = _mlflow_venv()
+    name, version = tag.split(":")
+    pickled = Path(env["BENTOML_HOME"]) / "models" / name / version / "saved_model.pkl"
+    target = work / f"mlflow-{version}"
+    if not target.exists():
+        code = "import joblib, sys, mlflow.sklearn\n"
+        # MLflow 3.17's default format (skops) refuses the numpy dtypes a pipeline holds.
+        code += "mlflow.sklearn.save_model(joblib.load(sys.argv[1]), sys.argv[2], "
+        code += "serialization_format='cloudpickle')\n"
+        subprocess.run(
+            [str(venv / "bin/python"), "-c", code, str(pickled), str(target)],
+            check=True,
+            capture_output=True,
+        )
+    return venv, target
+
+
+def _command(server: str, tag: str, work: Path, env: dict[str, str]) -> list[str]:
+    """How ``server`` is started for model ``tag`` (``{port}`` stands for its port)."""
+    if server == "ours":
+        bento = _built_bento(tag, work, env)
+        return [str(BIN / "bentoml"), "serve", bento, "--port", "{port}"]
+    if server == "mlflow":
+        venv, model = _mlflow_model(tag, work, env)
+        # MLflow starts `uvicorn` by name: its venv's bin goes first on the PATH.
+        path = f"PATH={venv / 'bin'}:{os.environ.get('PATH', '')}"
+        serve = ["env", path, str(venv / "bin/mlflow"), "models", "serve", "-m", str(model)]
+        return [*serve, "--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}", "-w", "1"]
+    batching = BATCHING if server == "batchable" else ""
+    (work / f"{server}.py").write_text(IDIOMATIC.format(tag=tag, batching=batching))
+    serve = [str(BIN / "bentoml"), "serve", f"{server}:Idiomatic", "--working-dir", str(work)]
+    return [*serve, "--port", "{port}"]
 
 
 def main() -> None:
@@ -315,8 +412,8 @@ def main() -> None:
     parser.add_argument(
         "--servers",
         nargs="+",
-        default=["ours", "idiomatic", "batchable", "echo"],
-        choices=["ours", "idiomatic", "batchable", "echo"],
+        default=SERVERS,
+        choices=SERVERS,
     )
     parser.add_argument(
         "--oip",
@@ -346,22 +443,9 @@ def main() -> None:
         tag = _train(model, work, env)
         paths = _bodies(tag, work, env, args.rows)
         for server in args.servers:
-            if server == "echo":
-                continue
-            command = service_command(tag, "{port}")
-            if server != "ours":
-                batching = BATCHING if server == "batchable" else ""
-                (work / f"{server}.py").write_text(IDIOMATIC.format(tag=tag, batching=batching))
-                command = [
-                    str(BIN / "bentoml"),
-                    "serve",
-                    f"{server}:Idiomatic",
-                    "--working-dir",
-                    str(work),
-                    "--port",
-                    "{port}",
-                ]
-            results += _cells(server, model, command, paths, args, work, env)
+            if server != "echo":
+                command = _command(server, tag, work, env)
+                results += _cells(server, model, command, paths, args, work, env)
         if "echo" in args.servers and not any(r.server == "echo" for r in results):
             command = [
                 str(BIN / "uvicorn"),

@@ -10,6 +10,7 @@ pydantic refuses bad rows before they reach the model.
 Development serving: ``bentoml serve service:Prediction --working-dir src --arg model_tag=TAG``.
 """
 
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -17,11 +18,11 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from training.serving.answers import Answers
-from training.serving.card import ModelCard
+from training.serving.card import Method, ModelCard
 from training.serving.http import ServiceHTTP, configure_logs
 from training.serving.keys import KeyStore
 from training.serving.metrics import ServiceMetrics
-from training.serving.predictor import Method, one_thread_per_call, settle
+from training.serving.predictor import one_thread_per_call, settle
 from training.serving.settings import ServiceSettings, load
 
 
@@ -89,7 +90,11 @@ class Prediction:
 
     def __init__(self) -> None:
         one_thread_per_call()
-        ANSWERS.start(bentoml.sklearn.load_model(self.model_ref))
+        # The pipeline is unpickled (scikit-learn imported) only if its serving form cannot
+        # answer alone: a linear model's worker never loads scikit-learn.
+        # (On an instance BentoML hands the class's BentoModel out as the stored Model.)
+        stored = self.model_ref
+        ANSWERS.start(Path(stored.path), lambda: bentoml.sklearn.load_model(stored))
         settle()
 
     # bentoml.api is untyped for mypy; the methods below are typed all the same.

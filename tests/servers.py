@@ -31,6 +31,39 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+#: Debian's Chromium (apt), which Playwright drives: no browser of its own is downloaded.
+CHROMIUM = Path("/usr/bin/chromium")
+#: As this machine needs it (DESIGN.md, "Browser tests"): headless, and none of the background
+#: connections its closed network would refuse; no sandbox for root.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def browser_reason() -> str | None:
+    """None when Playwright and Chromium are both here; otherwise what is missing."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (the dev group: make install)"
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing: apt-get install chromium (`make test` does, as root)"
+    return None
+
+
+def launch_chromium(playwright: Any, *flags: str) -> Any:
+    root = ["--no-sandbox"] if os.geteuid() == 0 else []
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM), args=[*CHROMIUM_FLAGS, *root, *flags]
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -288,17 +321,27 @@ class Stack:
     predict_key: str
     admin_key: str
 
+    def _running(self, marker: str) -> list[psutil.Process]:
+        """The live children of `training up` whose command line holds ``marker`` (one that
+        just exited, a zombie until its parent reaps it, is not one of them)."""
+        found = []
+        for process in psutil.Process(self.proc.pid).children():
+            try:
+                if marker in " ".join(process.cmdline()):
+                    found.append(process)
+            except (psutil.ZombieProcess, psutil.NoSuchProcess):
+                continue
+        return found
+
     def child(self, marker: str) -> psutil.Process:
         """The live child of `training up` whose command line holds ``marker``."""
-        for process in psutil.Process(self.proc.pid).children():
-            if marker in " ".join(process.cmdline()) and process.is_running():
-                return process
+        for process in self._running(marker):
+            return process
         raise AssertionError(f"no child running {marker!r}")
 
     def instances(self) -> list[psutil.Process]:
         """The `bentoml serve` processes (prediction instances) it runs now."""
-        children = psutil.Process(self.proc.pid).children()
-        return [p for p in children if "bentoml serve" in " ".join(p.cmdline())]
+        return self._running("bentoml serve")
 
     def kill_instance(self) -> tuple[str, float]:
         """SIGKILL one instance with its workers: its port and when it died."""
@@ -414,3 +457,96 @@ def production_image(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
     tag = cli_json(env, "train", "--dataset", "iris", "--model", "logistic_regression", "--cv", "0")
     cli_json(env, "promote", tag["model_tag"], "--alias", "production")
     return env, cli_json(env, "containerize", "--alias", "production")
+
+
+@dataclass
+class Cluster:
+    """`training scheduler` and its `training worker`s, each worker in a folder of its own as
+    if on a host of its own: an empty BentoML home, no data folder, a run store URL that
+    points nowhere, and an address the scheduler could not dial (nothing may need it)."""
+
+    address: str
+    root: Path
+    scheduler: subprocess.Popen[bytes]
+    workers: dict[str, subprocess.Popen[bytes]]
+
+    def worker_env(self, name: str) -> dict[str, str]:
+        home = self.root / name
+        return base_env(
+            BENTOML_HOME=str(home / "bentoml"),
+            DATA_DIR=str(home / "no-data"),
+            DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/nowhere",
+            TRAINING_JOB_MEMORY_MB="1536",
+        )
+
+    def start_worker(self, name: str) -> None:
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        unreachable = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+        with (folder / "worker.log").open("ab") as log:
+            self.workers[name] = subprocess.Popen(
+                [
+                    str(BIN / "training"),
+                    "worker",
+                    self.address,
+                    "--name",
+                    name,
+                    "--contact-address",
+                    unreachable,
+                ],
+                env=self.worker_env(name),
+                cwd=folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def names(self) -> set[str]:
+        """The workers the scheduler has now."""
+        from distributed import Client
+
+        with Client(self.address, timeout=10) as client:
+            return {str(w["name"]) for w in client.scheduler_info()["workers"].values()}
+
+    def wait_for(self, names: set[str], timeout: float = 60) -> None:
+        wait_until(lambda: self.names() == names, timeout, f"workers {sorted(names)}")
+
+    def kill_worker(self, name: str) -> None:
+        """The worker's host goes away: its nanny and its worker process, SIGKILL."""
+        proc = self.workers.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def files_of(self, name: str) -> list[Path]:
+        """What the worker left in its own folder, but its log."""
+        return [p for p in (self.root / name).rglob("*") if p.name != "worker.log"]
+
+
+@contextmanager
+def cluster(root: Path, names: tuple[str, ...] = ("w1", "w2")) -> Iterator[Cluster]:
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    log = (root / "scheduler.log").open("wb")
+    scheduler = subprocess.Popen(
+        [str(BIN / "training"), "scheduler", "--port", str(port)],
+        env=base_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    nodes = Cluster(f"tcp://127.0.0.1:{port}", root, scheduler, {})
+    try:
+        for name in names:
+            nodes.start_worker(name)
+        nodes.wait_for(set(names), timeout=90)
+        yield nodes
+    finally:
+        for name in list(nodes.workers):
+            proc = nodes.workers.pop(name)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_tree(scheduler)
+        log.close()

@@ -9,16 +9,19 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import bentoml
 import httpx
 import numpy as np
+import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from servers import Server, in_process, wait_until
+from training.serving.features import FeatureSchema
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +92,26 @@ def test_health_and_metrics_by_model_tag(iris: Server, iris_model: str) -> None:
         for line in text.splitlines()
     )
     assert "prediction_request_duration_seconds_bucket{" in text
+
+
+def _mapped_files(server: Server) -> str:
+    """What the server's processes have mapped: every shared library they imported."""
+    family = [psutil.Process(server.proc.pid), *psutil.Process(server.proc.pid).children(True)]
+    return "".join(Path(f"/proc/{p.pid}/maps").read_text() for p in family)
+
+
+def test_a_linear_models_worker_never_loads_scikit_learn(
+    iris: Server, regression: Server, mixed: Server
+) -> None:
+    """Its serving form answers alone: no scikit-learn, SciPy or pandas in any process (the
+    forest needs scikit-learn, and the check sees it there)."""
+    for server in (iris, regression):
+        features = httpx.get(f"{server.url}/model", timeout=10).json()["features"]
+        rows = FeatureSchema.model_validate(features).sample_rows(3)
+        assert post(server, "/predict", {"instances": rows}).status_code == 200
+        mapped = _mapped_files(server)
+        assert "/sklearn/" not in mapped and "/scipy" not in mapped and "/pandas/" not in mapped
+    assert "/sklearn/" in _mapped_files(mixed)
 
 
 def test_the_access_log_line_carries_the_request_id(iris: Server) -> None:

@@ -8,6 +8,7 @@ for every role, the prediction service's included) and is read once per process 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -125,14 +126,62 @@ class ServerSettings(Settings):
         ge=0,
         description="On SIGTERM, how long running trainings may finish before they are killed.",
     )
+    training_cluster: str | None = Field(
+        default=None,
+        description="Address of a Dask scheduler (`training scheduler`), e.g. tcp://10.0.0.5:8786: "
+        "jobs run on its workers. Unset: each job is a process on this machine.",
+    )
+    training_cluster_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How long connecting to TRAINING_CLUSTER may take before the start fails.",
+    )
+    training_sweep_max_runs: int = Field(
+        default=200, ge=1, le=10_000, description="Most runs one sweep may ask for."
+    )
     training_root_path: str = Field(
         default="/training",
         description="Path prefix under which the edge publishes the training service.",
     )
+    ui_session_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs the dashboard's session cookies and CSRF tokens (at least "
+        "32 characters); default: 32 random bytes made once in DATA_DIR/ui_session.key (0600).",
+    )
+    ui_session_hours: float = Field(
+        default=8.0,
+        gt=0,
+        le=720,
+        description="How long a dashboard login lasts before the admin key is asked again.",
+    )
+
+    @field_validator("ui_session_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("UI_SESSION_SECRET must be at least 32 characters")
+        return value
+
+    @field_validator("training_cluster")
+    @classmethod
+    def _scheduler_address(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.fullmatch(r"(tcp|tls)://[^\s/:]+:\d{1,5}", value):
+            raise ValueError(f"expected tcp://HOST:PORT (or tls://HOST:PORT), got {value!r}")
+        return value
 
     @property
     def max_upload_bytes(self) -> int:
         return self.training_max_upload_mb * 1024 * 1024
+
+    @property
+    def run_logs_dir(self) -> Path:
+        """Where each training job's output goes, one file per run (``RUN_ID.log``)."""
+        return self.data_dir / "logs" / "runs"
 
 
 class EdgeSettings(ProjectSettings):

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from training.api.app import create_app
 from training.errors import Busy, Conflict
-from training.jobs.executor import ExecutorStatus, JobListener
+from training.jobs.queue import ExecutorStatus, JobListener
 from training.settings import ServerSettings
 from training.store.records import DatasetInfo, RunStatus
 from training.store.runs import RunStore
@@ -40,8 +40,8 @@ class FakeExecutor:
     async def start(self) -> None:
         self.started = True
 
-    def has_room(self) -> None:
-        if len(self.queue) >= self.max_queued:
+    def has_room(self, count: int = 1) -> None:
+        if len(self.queue) + count > self.max_queued:
             raise Busy(f"{len(self.queue)} trainings are waiting already (TRAINING_MAX_QUEUED)")
 
     async def submit(self, run_id: str) -> None:

@@ -243,7 +243,7 @@ def test_the_openapi_document_shows_every_response_and_error_shape(api: Api) -> 
     operations = [
         (path, method, op) for path, ops in spec["paths"].items() for method, op in ops.items()
     ]
-    assert len(operations) == 15
+    assert len(operations) == 19  # 15, and the four sweep routes
     for path, method, op in operations:
         answers = op["responses"]
         success = [code for code in answers if code.startswith("2")]
@@ -260,3 +260,57 @@ def test_the_openapi_document_shows_every_response_and_error_shape(api: Api) -> 
     assert set(schemas["DeploymentInfo"]["properties"]) >= {
         "alias", "from_tag", "to_tag", "requested_by", "started_at", "live_at", "result", "error"
     }  # fmt: skip
+
+
+def test_a_sweep_is_queued_followed_listed_and_cancelled_whole(api: Api) -> None:
+    body = {**QUICK, "model": "random_forest", "grid": {"max_depth": [2, 4], "n_estimators": [5]}}
+    response = api.client.post("/sweeps", json=body)
+    assert response.status_code == 202, response.text
+    sweep_id, run_ids = response.json()["sweep_id"], response.json()["run_ids"]
+    assert api.executor.queue == run_ids and len(run_ids) == 2
+    assert response.headers["location"] == f"http://testserver/training/sweeps/{sweep_id}"
+    sweep = api.client.get(f"/sweeps/{sweep_id}").json()
+    assert sweep["status"] == "QUEUED" and sweep["progress"] == {"done": 0, "total": 2}
+    assert [r["params"] for r in sweep["runs"]] == [
+        {"max_depth": "2", "n_estimators": "5"},
+        {"max_depth": "4", "n_estimators": "5"},
+    ]
+    assert sweep["best"] is None and sweep["request"]["grid"] == body["grid"]
+    listed = api.client.get("/runs", params={"filter": f"sweep = {sweep_id}"}).json()["runs"]
+    assert sorted(r["id"] for r in listed) == sorted(run_ids)
+    assert all(r["sweep"] == sweep_id for r in listed)
+    assert [s["id"] for s in api.client.get("/sweeps").json()["sweeps"]] == [sweep_id]
+    cancelled = api.client.post(f"/sweeps/{sweep_id}/cancel").json()
+    assert cancelled["status"] == "KILLED" and cancelled["progress"] == {"done": 2, "total": 2}
+    assert {r["status"] for r in cancelled["runs"]} == {"KILLED"} and api.executor.queue == []
+    assert api.client.post(f"/sweeps/{sweep_id}/cancel").status_code == 409
+    assert api.client.get("/sweeps/0123456789abcdef").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"grid": {"max_depth": [2]}, "dataset": "/etc/passwd"}, "dataset", "paths on the server"),
+        ({"ranges": {"max_depth": "8..2"}, "samples": 3}, "ranges", "low end"),
+        ({"ranges": {"max_depth": "2..8"}}, "samples", "give samples"),
+        ({"grid": {"max_depth": [2, -3]}}, "grid", "max_depth=-3"),
+        ({"grid": {"max_depth": [2]}, "metric": "r2"}, "metric", "not a classification"),
+        ({"grid": {"max_depth": list(range(1, 300))}}, "grid", "1 to 100 values"),
+        ({"grid": {"max_depth": [2]}, "samples": 0}, "samples", "greater than or equal"),
+    ],
+)
+def test_each_bad_sweep_is_a_400_naming_the_field(
+    api: Api, body: dict[str, Any], field: str, message: str
+) -> None:
+    response = api.client.post("/sweeps", json={**QUICK, "model": "random_forest", **body})
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"] and response.json()["detail"][0]["field"] == field
+    assert api.executor.queue == [] and api.client.get("/sweeps").json()["sweeps"] == []
+
+
+def test_a_sweep_larger_than_the_queue_has_room_for_is_refused_whole(env: Path) -> None:
+    with open_api(env, training_max_queued=3) as api:
+        grid = {"max_depth": [1, 2, 3, 4]}
+        refused = api.client.post("/sweeps", json={**QUICK, "model": "random_forest", "grid": grid})
+        assert refused.status_code == 429 and "TRAINING_MAX_QUEUED" in refused.json()["error"]
+        assert api.client.get("/runs").json()["runs"] == []

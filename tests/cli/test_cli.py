@@ -264,3 +264,36 @@ def test_db_commands_and_a_store_behind_the_head(
     )
     assert cli(capsys, "db", "upgrade")[0] == 0
     assert cli_json(capsys, "runs", "list")["runs"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grid", "max_depth"], "--grid expects KEY=VALUE"),
+        (["--range", "max_depth=3-9", "--samples", "2"], "expected LOW..HIGH"),
+        (["--range", "max_depth=3..9"], "give samples"),
+        (["--grid", "max_depth=2,-1"], "max_depth=-1"),
+    ],
+)
+def test_sweep_mistakes_end_with_one_line_and_exit_2(
+    env: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, _, err = cli(capsys, "sweep", "--dataset", "iris", "--model", "random_forest", *args)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert cli_json(capsys, "sweeps", "list")["sweeps"] == []
+
+
+def test_a_sweep_whose_cluster_is_out_of_reach_records_nothing_and_exits_75(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.settings import reload
+
+    monkeypatch.setenv("TRAINING_CLUSTER", "tcp://127.0.0.1:1")  # nothing listens there
+    monkeypatch.setenv("TRAINING_CLUSTER_TIMEOUT_S", "1")
+    reload()
+    args = ("sweep", "--dataset", "diabetes", "--model", "ridge", "--grid", "alpha=1,2")
+    code, _, err = cli(capsys, *args, "--cv", "0")
+    assert code == 75 and "cannot reach the training cluster at tcp://127.0.0.1:1" in err
+    assert cli_json(capsys, "sweeps", "list")["sweeps"] == []
+    assert cli_json(capsys, "runs", "list")["runs"] == []

@@ -73,6 +73,10 @@ def test_a_submission_past_the_queue_limit_is_refused_before_anything_is_recorde
         with pytest.raises(Busy, match="2 trainings are waiting already"):
             executor.has_room()
         assert executor.status().queued == 2
+        executor.max_queued = 4
+        executor.has_room(2)  # a sweep of two fits
+        with pytest.raises(Busy, match="3 more do not fit"):
+            executor.has_room(3)
 
     asyncio.run(scenario())
 

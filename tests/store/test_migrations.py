@@ -10,6 +10,8 @@ from sqlalchemy import inspect
 from training.errors import SchemaOutOfDate
 from training.store import revision
 from training.store.db import Database
+from training.store.records import DatasetInfo
+from training.store.registry import Registry
 from training.store.tables import Base
 
 
@@ -159,8 +161,6 @@ def _counts(db: Database) -> dict[str, int]:
 
 
 def test_the_queue_migration_keeps_every_row_of_a_populated_store(db_url: str) -> None:
-    from training.store.records import DatasetInfo
-    from training.store.registry import Registry
     from training.store.runs import RunStore
 
     db = Database(db_url)
@@ -200,7 +200,6 @@ def test_the_queue_migration_keeps_every_row_of_a_populated_store(db_url: str) -
 
 def test_the_deployments_migration_keeps_every_row_and_records_rollouts(db_url: str) -> None:
     from training.store.deployments import Deployments
-    from training.store.registry import Registry
 
     db = Database(db_url)
     _populate_at_0001(db)
@@ -220,4 +219,85 @@ def test_the_deployments_migration_keeps_every_row_and_records_rollouts(db_url: 
     assert _counts(db) == {**before, "alias_moves": before["alias_moves"] + 1}
     revision.upgrade(db)
     assert revision.schema_drift(db) == [] and Deployments(db).recent() == []
+    db.dispose()
+
+
+def test_the_sweeps_migration_keeps_every_row_and_records_sweeps(db_url: str) -> None:
+    from training.store.records import DatasetInfo, NewRun
+    from training.store.runs import RunStore
+    from training.store.sweeps import NewSweep, Sweeps
+
+    db = Database(db_url)
+    _populate_at_0001(db)
+    revision.upgrade(db, "0003")
+    before = _counts(db)
+    revision.upgrade(db)
+    assert _counts(db) == before  # batch mode rebuilt runs: nothing cascaded away
+    store = RunStore(db)
+    old = store.get_run("run1")
+    assert old.worker is None and old.sweep is None and old.params == {"alpha": "1"}
+    assert [p.step for p in store.metric_history("run1")] == [1, 2]
+    run = NewRun(
+        experiment="exp",
+        model_name="ridge",
+        task="regression",
+        dataset=DatasetInfo(name="diabetes"),
+        params={"alpha": "0.5"},
+        status="QUEUED",
+        request={"dataset": "diabetes", "model": "ridge"},
+    )
+    sweeps = Sweeps(db)
+    request = {"grid": {"alpha": [0.5, 1]}}
+    sweep_id, run_ids = sweeps.create(
+        NewSweep("exp", "diabetes", "ridge", "rmse", "min", request, [run, run])
+    )
+    store.start_queued(run_ids[0], None)
+    store.set_worker(run_ids[0], "w1", "host-a", {"python": "3.11"})
+    assert store.get_run(run_ids[0]).worker == "w1"
+    assert store.get_run(run_ids[1]).sweep == sweep_id
+    assert sweeps.get(sweep_id).status == "RUNNING"
+
+    revision.downgrade(db, "0003")
+    assert _counts(db) == {**before, "runs": before["runs"] + 2, "params": before["params"] + 2}
+    revision.upgrade(db)
+    assert revision.schema_drift(db) == [] and sweeps.recent() == []
+    db.dispose()
+
+
+def test_the_evaluations_migration_keeps_every_row_and_records_artefacts(db_url: str) -> None:
+    """0005 on a populated store: nothing lost, the old runs have no artefacts, a new one does;
+    down to the revision before it and up again. (Its predecessor is asked of the script, so
+    the test holds wherever the migration is chained.)"""
+    from training.store.records import Evaluation, Importance
+    from training.store.runs import RunStore
+
+    before_0005 = ScriptDirectory.from_config(revision.alembic_config(db_url)).get_revision("0005")
+    assert before_0005 is not None
+    db = Database(db_url)
+    _populate_at_0001(db)
+    revision.upgrade(db, str(before_0005.down_revision))
+    before = _counts(db)
+    revision.upgrade(db, "0005")
+    assert _counts(db) == before
+    store = RunStore(db)
+    assert store.evaluation("run1") is None and store.get_run("run1").params == {"alpha": "1"}
+    found = Evaluation(rows=3, importances=[Importance(feature="bmi", value=1.5)])
+    run_id = store.create_run(
+        experiment="exp",
+        model_name="ridge",
+        task="regression",
+        dataset=DatasetInfo(name="diabetes"),
+        params={},
+    )
+    store.finish(run_id, "FINISHED", model_tag=f"m:{run_id}", model_name="m", evaluation=found)
+    assert store.evaluation(run_id) == found
+    newest = Registry(db).list_models(limit=2)  # newest first, on the index 0005 adds
+    assert len(newest) == 2 and newest[0].tag == f"m:{run_id}"
+
+    revision.downgrade(db, str(before_0005.down_revision))
+    with db.engine.connect() as conn:
+        assert "evaluations" not in inspect(conn).get_table_names()
+    assert _counts(db)["runs"] == before["runs"] + 1
+    revision.upgrade(db)
+    assert revision.schema_drift(db) == [] and RunStore(db).evaluation(run_id) is None
     db.dispose()

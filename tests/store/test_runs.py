@@ -216,3 +216,22 @@ def test_only_registered_models_can_be_promoted(registry: Registry) -> None:
         registry.promote("ghost:v1", "Prod uction")
     with pytest.raises(UserError, match="not a valid name"):
         registry.promote("ghost:v1", "prod\n")
+
+
+def test_only_a_finished_run_records_its_evaluation(store: RunStore) -> None:
+    from training.store.records import ConfusionMatrix, Evaluation
+
+    found = Evaluation(
+        rows=2, confusion=ConfusionMatrix(labels=["a", "b"], counts=[[1, 0], [0, 1]])
+    )
+    failed = new_run(store)
+    with pytest.raises(ValueError, match="only a finished run"):
+        store.finish(failed, "FAILED", error="boom", evaluation=found)
+    assert store.get_run(failed).status == "RUNNING"  # nothing was written
+    store.finish(failed, "FAILED", error="boom")
+    assert store.evaluation(failed) is None
+    finished = new_run(store)
+    store.finish(finished, "FINISHED", evaluation=found)
+    assert store.evaluation(finished) == found
+    with pytest.raises(NotFound):
+        store.evaluation("0123456789abcdef")

@@ -14,38 +14,27 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
-from training.api import datasets, health, metrics, registry, runs
+from training.api import datasets, health, metrics, registry, runs, sweeps, ui
 from training.api.auth import AdminKeys
 from training.api.deps import Context
 from training.api.errors import install
 from training.api.http import Exchanges
-from training.jobs.executor import Executor, LocalProcessExecutor
+from training.jobs.factory import make_executor
+from training.jobs.queue import Executor
 from training.serving.keys import KeyStore
 from training.settings import ServerSettings
 from training.store.registry import Registry
 from training.store.revision import checked_database
 from training.store.runs import RunStore
+from training.store.sweeps import Sweeps
 
 ExecutorFactory = Callable[[RunStore, ServerSettings], Executor]
 
 
-def local_processes(store: RunStore, settings: ServerSettings) -> Executor:
-    """The default executor: each training in its own process on this machine."""
-    return LocalProcessExecutor(
-        store,
-        max_jobs=settings.training_max_jobs,
-        max_queued=settings.training_max_queued,
-        memory_mb=settings.training_job_memory_mb,
-        logs=settings.data_dir / "logs" / "runs",
-    )
-
-
-def create_app(
-    settings: ServerSettings, make_executor: ExecutorFactory = local_processes
-) -> FastAPI:
+def create_app(settings: ServerSettings, make_executor: ExecutorFactory = make_executor) -> FastAPI:
     db = checked_database(settings)
     store = RunStore(db)
-    # The routes see only the Executor interface: a distributed one can take this one's place.
+    # The routes see only the Executor interface: local processes or a Dask cluster.
     executor = make_executor(store, settings)
     job_metrics = metrics.JobMetrics(executor)
     executor.on_done = job_metrics.job_done
@@ -70,19 +59,21 @@ def create_app(
         version="1",
         lifespan=lifespan,
     )
+    keys = KeyStore(settings.keys_path) if settings.require_api_key else None
     app.state.context = Context(
         settings=settings,
         store=store,
         registry=Registry(db),
+        sweeps=Sweeps(db),
         executor=executor,
         prometheus=job_metrics.registry,
+        keys=keys,
     )
     # The last added runs first: the exchange rules wrap everything, key refusals included.
-    app.add_middleware(
-        AdminKeys, keys=KeyStore(settings.keys_path) if settings.require_api_key else None
-    )
+    app.add_middleware(AdminKeys, keys=keys)
     app.add_middleware(Exchanges)
     install(app)
-    for module in (health, metrics, runs, registry, datasets):
+    for module in (health, metrics, runs, sweeps, registry, datasets):
         app.include_router(module.router)
+    ui.install(app, settings, keys)
     return app

@@ -1,4 +1,6 @@
-"""API keys for the training API: every route but the health checks needs an admin key."""
+"""API keys for the training API: every route but the health checks and the dashboard needs an
+admin key. The dashboard (``/ui/``) is for browsers, which cannot send a key with each request:
+it asks for the admin key once and checks its own session cookie (``training.api.ui.access``)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from training.api.errors import error_response
 from training.serving.keys import KeyStore, presented_key
 
 PUBLIC = frozenset({"/livez", "/readyz"})
+DASHBOARD = "/ui"
 
 
 def route_path(scope: Any) -> str:
@@ -23,7 +26,7 @@ class AdminKeys:
         self.app, self.keys = app, keys
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or self.keys is None or route_path(scope) in PUBLIC:
+        if scope["type"] != "http" or self.keys is None or _open(route_path(scope)):
             await self.app(scope, receive, send)
             return
         key = presented_key(scope["headers"])
@@ -43,3 +46,8 @@ class AdminKeys:
         if response.status_code == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         await response(scope, receive, send)
+
+
+def _open(path: str) -> bool:
+    """The health checks, and the dashboard, which checks its own sessions."""
+    return path in PUBLIC or path == DASHBOARD or path.startswith(DASHBOARD + "/")

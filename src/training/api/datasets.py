@@ -11,6 +11,7 @@ from training.api.schemas import Datasets, DatasetSummary, json_response
 from training.errors import TooLarge, UnsupportedMediaType
 from training.learning import uploads
 from training.learning.data import SHIPPED, dataset_meta
+from training.settings import ServerSettings
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -29,6 +30,12 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 )
 async def upload_dataset(request: Request, settings: SettingsDep) -> Response:
     """A CSV body (text/csv), stored by content hash; its id is a `dataset` for POST /runs."""
+    return await receive_upload(request, settings)
+
+
+async def receive_upload(request: Request, settings: ServerSettings) -> Response:
+    """Store the request's CSV body (the API's and the dashboard's uploads): 201 with its
+    summary, 200 if the same file came before; 413, 415 or 422 naming what is wrong."""
     media = media_of(request)
     if media != b"text/csv":
         shown = media.decode("latin-1") or "nothing"

@@ -15,11 +15,13 @@ from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
 from training.errors import UnsupportedMediaType
-from training.jobs.executor import Executor
+from training.jobs.queue import Executor
 from training.serving.exchange import is_json, media_type
+from training.serving.keys import KeyStore
 from training.settings import ServerSettings
 from training.store.registry import Registry
 from training.store.runs import RunStore
+from training.store.sweeps import Sweeps
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,10 @@ class Context:
     settings: ServerSettings
     store: RunStore
     registry: Registry
+    sweeps: Sweeps
     executor: Executor
     prometheus: CollectorRegistry
+    keys: KeyStore | None = None  # None: keys are not required
     # Recording a submission and queueing it under one lock: the queue's order is the store's.
     submitting: asyncio.Lock = field(default_factory=asyncio.Lock)
 

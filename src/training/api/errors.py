@@ -7,6 +7,7 @@ OpenAPI document shows that shape instead of FastAPI's default 422 body.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -74,16 +75,20 @@ async def _unavailable(_: Request, exc: Exception) -> Response:
     return response
 
 
-async def _invalid(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+def invalid_request(errors: Sequence[Any]) -> tuple[str, list[Problem]]:
+    """Pydantic's validation errors as one line naming the first field, and every problem."""
     problems = [
         Problem(field=".".join(str(p) for p in e["loc"] if p != "body") or None, reason=e["msg"])
-        for e in exc.errors()
+        for e in errors
     ]
     first = problems[0]
-    return error_response(
-        400, f"invalid request: {first.field or 'body'}: {first.reason}", detail=problems
-    )
+    return f"invalid request: {first.field or 'body'}: {first.reason}", problems
+
+
+async def _invalid(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    message, problems = invalid_request(exc.errors())
+    return error_response(400, message, detail=problems)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

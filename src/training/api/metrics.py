@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from training.api.deps import ContextDep
 from training.api.errors import responses
-from training.jobs.executor import Executor
+from training.jobs.queue import Executor
 from training.store.records import RunStatus
 
 

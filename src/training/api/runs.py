@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sse_starlette.sse import EventSourceResponse
 from starlette.responses import Response
 
-from training.api.deps import ContextDep, ExecutorDep, StoreDep, json_body
+from training.api.deps import Context, ContextDep, ExecutorDep, StoreDep, json_body
 from training.api.errors import responses
 from training.api.schemas import Cancelled, RunEvent, Submitted, json_response
 from training.errors import UserError
@@ -21,10 +21,33 @@ from training.learning.data import SHIPPED
 from training.learning.pipeline import submit
 from training.learning.request import TrainRequest
 from training.store.records import RunInfo, RunPage, RunStatus
+from training.store.runs import RunStore
 from training.store.search import RunSearch
 
 EVENT_POLL_S = 0.5
 router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+def network_dataset(dataset: str) -> None:
+    """A data set a request from the network may name: shipped, or an upload's id."""
+    if not (dataset in SHIPPED or uploads.is_dataset_id(dataset)):
+        raise UserError(
+            f"dataset {dataset!r}: use a shipped set ({', '.join(SHIPPED)}) or the id of "
+            "an upload (POST /datasets); paths on the server are not accepted",
+            field="dataset",
+        )
+
+
+async def queue_training(body: TrainRequest, context: Context) -> str:
+    """Check a training request as `training train` does and queue it: the one way in for the
+    API and the dashboard. Data sets are shipped ones or uploads, never a path on the server."""
+    network_dataset(body.dataset)
+    async with context.submitting:
+        context.executor.has_room()
+        # Checking reads the data set's description: off the event loop.
+        run_id = await run_sync(submit, body, context.settings, context.store)
+        await context.executor.submit(run_id)
+    return run_id
 
 
 @router.post(
@@ -36,17 +59,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 )
 async def start_run(body: TrainRequest, request: Request, context: ContextDep) -> Response:
     """Queue a training; checked by the same rules as `training train`."""
-    if not (body.dataset in SHIPPED or uploads.is_dataset_id(body.dataset)):
-        raise UserError(
-            f"dataset {body.dataset!r}: use a shipped set ({', '.join(SHIPPED)}) or the id of "
-            "an upload (POST /datasets); paths on the server are not accepted",
-            field="dataset",
-        )
-    async with context.submitting:
-        context.executor.has_room()
-        # Checking reads the data set's description: off the event loop.
-        run_id = await run_sync(submit, body, context.settings, context.store)
-        await context.executor.submit(run_id)
+    run_id = await queue_training(body, context)
     location = str(request.url_for("get_run", run_id=run_id))
     submitted = Submitted(run_id=run_id, status=RunStatus.QUEUED)
     return json_response(submitted, 202, headers={"Location": location})
@@ -114,19 +127,27 @@ def _event(run: RunInfo) -> dict[str, str]:
 async def run_events(run_id: str, store: StoreDep) -> EventSourceResponse:
     """Server-sent events: the run's progress as it changes, until it ends."""
     first = await run_sync(store.get_run, run_id)
+    return event_stream(store, [first])
+
+
+def event_stream(store: RunStore, runs: list[RunInfo]) -> EventSourceResponse:
+    """Each run's events (see ``_event``) as its status, stage or progress changes, until every
+    one has ended; the store is read twice a second for the runs still going."""
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        seen: tuple[object, ...] | None = None
-        run = first
+        seen: dict[str, tuple[object, ...]] = {}
+        current = runs
         while True:
-            state = (run.status, run.stage, run.progress)
-            if state != seen:
-                seen = state
-                yield _event(run)
-                if run.status.ended:
-                    return
+            for run in current:
+                state = (run.status, run.stage, run.progress)
+                if seen.get(run.id) != state:
+                    seen[run.id] = state
+                    yield _event(run)
+            going = [run.id for run in current if not run.status.ended]
+            if not going:
+                return
             await asyncio.sleep(EVENT_POLL_S)
-            run = await run_sync(store.get_run, run.id)
+            current = await run_sync(store.get_runs, going)
 
     # A comment every 15 s keeps proxies from cutting an idle stream.
     return EventSourceResponse(events(), ping=15)

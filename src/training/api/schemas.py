@@ -8,7 +8,13 @@ from starlette.responses import Response
 
 from training.learning.columns import DatasetMeta
 from training.serving.features import FeatureType
-from training.store.records import DeploymentInfo, ModelVersionInfo, RunStatus, StoredText
+from training.store.records import (
+    DeploymentInfo,
+    ModelVersionInfo,
+    RunStatus,
+    StoredText,
+    SweepSummary,
+)
 
 
 class Schema(BaseModel):
@@ -33,6 +39,15 @@ class ErrorBody(Schema):
 class Submitted(Schema):
     run_id: str
     status: RunStatus
+
+
+class SweepSubmitted(Schema):
+    sweep_id: str
+    run_ids: list[str] = Field(description="Its runs, QUEUED, in the order they will start.")
+
+
+class SweepList(Schema):
+    sweeps: list[SweepSummary]
 
 
 class Cancelled(Schema):

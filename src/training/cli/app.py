@@ -42,7 +42,19 @@ def install_signal_handlers() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.cli import admin, build, controller, deployments, keys, runs, serve, train, up
+    from training.cli import (
+        admin,
+        build,
+        cluster,
+        controller,
+        deployments,
+        keys,
+        runs,
+        serve,
+        sweeps,
+        train,
+        up,
+    )
 
     parser = _Parser(
         prog="training",
@@ -52,7 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
-    for module in (train, runs, deployments, build, keys, serve, up, controller, admin):
+    for module in (
+        train,
+        sweeps,
+        runs,
+        deployments,
+        build,
+        keys,
+        serve,
+        cluster,
+        up,
+        controller,
+        admin,
+    ):
         module.register(commands)
     return parser
 

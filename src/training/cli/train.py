@@ -17,36 +17,59 @@ if TYPE_CHECKING:
     from training.learning.request import TrainRequest
 
 
-def register(commands: Any) -> None:
+def request_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of a training request, shared by `train` and `sweep`."""
     from training.learning.data import SHIPPED
 
-    train = commands.add_parser("train", help="train a model, record the run, save the model")
-    train.add_argument(
+    parser.add_argument(
         "--dataset", help=f"{' | '.join(SHIPPED)} | an uploaded dataset id (ds_...) | PATH.csv"
     )
-    train.add_argument("--target", help="target column (default: 'target', else the last column)")
-    train.add_argument("--model", help="algorithm, e.g. logistic_regression, random_forest, ridge")
-    train.add_argument(
+    parser.add_argument("--target", help="target column (default: 'target', else the last column)")
+    parser.add_argument("--model", help="algorithm, e.g. logistic_regression, random_forest, ridge")
+    parser.add_argument(
         "--task", choices=("classification", "regression"), help="force the task type"
     )
-    train.add_argument(
+    parser.add_argument(
         "--param",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="hyper-parameter (repeatable)",
     )
-    train.add_argument("--experiment", help="experiment name (default: DEFAULT_EXPERIMENT)")
-    train.add_argument(
+    parser.add_argument("--experiment", help="experiment name (default: DEFAULT_EXPERIMENT)")
+    parser.add_argument(
         "--cv", type=int, default=5, help="cross-validation folds, 0 for none (default 5)"
     )
-    train.add_argument(
+    parser.add_argument(
         "--test-size", type=float, default=0.2, help="held-out share of rows (default 0.2)"
     )
-    train.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    train.add_argument(
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    parser.add_argument(
         "--tag", action="append", default=[], metavar="KEY=VALUE", help="run tag (repeatable)"
     )
+
+
+def request_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """A training request's fields from the flags of ``request_flags``."""
+    from training.learning.estimators import parse_param_pairs
+
+    return {
+        "dataset": args.dataset,
+        "target": args.target,
+        "model": args.model,
+        "task": args.task,
+        "params": parse_param_pairs(args.param),
+        "experiment": args.experiment,
+        "cv": args.cv,
+        "test_size": args.test_size,
+        "seed": args.seed,
+        "tags": tag_pairs(args.tag),
+    }
+
+
+def register(commands: Any) -> None:
+    train = commands.add_parser("train", help="train a model, record the run, save the model")
+    request_flags(train)
     train.add_argument(
         "--run-id",
         help="run a QUEUED run from its recorded request (what the training service's workers do)",
@@ -61,7 +84,7 @@ def validation_message(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def _tags(pairs_: list[str]) -> dict[str, str]:
+def tag_pairs(pairs_: list[str]) -> dict[str, str]:
     tags: dict[str, str] = {}
     for pair in pairs_:
         key, sep, value = pair.partition("=")
@@ -72,22 +95,10 @@ def _tags(pairs_: list[str]) -> dict[str, str]:
 
 
 def _request(args: argparse.Namespace) -> TrainRequest:
-    from training.learning.estimators import parse_param_pairs
     from training.learning.request import TrainRequest
 
     try:
-        return TrainRequest(
-            dataset=args.dataset,
-            target=args.target,
-            model=args.model,
-            task=args.task,
-            params=parse_param_pairs(args.param),
-            experiment=args.experiment,
-            cv=args.cv,
-            test_size=args.test_size,
-            seed=args.seed,
-            tags=_tags(args.tag),
-        )
+        return TrainRequest(**request_fields(args))
     except ValidationError as exc:
         raise UserError(validation_message(exc)) from exc
 

@@ -59,6 +59,10 @@ def run_up(args: argparse.Namespace) -> int:
         highlight=False,
     )
     stdout.print(started.training_curl(), highlight=False, soft_wrap=True)
-    stdout.print("", highlight=False)
+    stdout.print(
+        f"\nThe runs dashboard: {started.url}/training/ui/ (log in with that admin key; "
+        f"your browser must trust the CA file above)\n",
+        highlight=False,
+    )
 
     return run_until_stopped(started)

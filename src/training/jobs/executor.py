@@ -1,16 +1,12 @@
-"""The training job executor behind a small interface: submit, cancel, status, start, shutdown.
+"""Jobs as OS processes on this machine: the executor used when TRAINING_CLUSTER is unset.
 
 ``LocalProcessExecutor`` runs each training as its own OS process (``worker``), so a crash or
 a memory blow-up of one job never takes the web service down: the worker caps its own memory,
 dies with the service (PR_SET_PDEATHSIG), and is stopped through the same SIGTERM path as
-Ctrl-C. At most ``max_jobs`` run at once; the rest wait in submission order.
-The run store is the queue's source of truth: on start, queued runs whose worker is gone are
-marked FAILED ("worker lost") and the QUEUED ones are taken up again. A distributed executor
-can replace this one behind the ``Executor`` interface without the web layer changing.
-
-The executor's state (queue, running and adopted jobs) is touched on the event loop only:
-store reads and process checks run in a worker thread and hand their findings back, so
-``status()`` (read by the Prometheus gauges) never sees a dict change under it.
+Ctrl-C. At most ``max_jobs`` run at once; the rest wait in submission order (``queue``).
+On start, running runs whose worker is gone are marked FAILED ("worker lost"), live ones are
+adopted and the QUEUED ones are taken up again. ``cluster.ClusterExecutor`` takes its place
+behind the same interface when jobs go to a Dask cluster.
 """
 
 from __future__ import annotations
@@ -22,46 +18,18 @@ import os
 import signal
 import socket
 import time
-from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import psutil
 from anyio.to_thread import run_sync
 
-from training.errors import Busy, Conflict, NotFound
+from training.errors import Conflict, NotFound
 from training.jobs import worker
+from training.jobs.queue import CANCEL_GRACE_S, JobListener, QueuedExecutor
 from training.store.records import RunInfo, RunStatus
 from training.store.runs import RunStore
 
 log = logging.getLogger("training.jobs")
-CANCEL_GRACE_S = 10.0
-
-
-@dataclass
-class ExecutorStatus:
-    queued: int
-    running: list[str]
-
-
-class Executor(Protocol):
-    """What the web layer needs from whatever runs the jobs."""
-
-    on_done: JobListener | None
-
-    @property
-    def ready(self) -> bool: ...
-    async def start(self) -> None: ...
-    def has_room(self) -> None: ...
-    async def submit(self, run_id: str) -> None: ...
-    async def cancel(self, run_id: str) -> RunStatus: ...
-    def status(self) -> ExecutorStatus: ...
-    async def shutdown(self, grace_s: float) -> None: ...
-
-
-class JobListener(Protocol):
-    def __call__(self, status: RunStatus, seconds: float) -> None: ...
 
 
 def _worker_alive(run: RunInfo) -> bool:
@@ -75,7 +43,7 @@ def _worker_alive(run: RunInfo) -> bool:
         return False
 
 
-class LocalProcessExecutor:
+class LocalProcessExecutor(QueuedExecutor):
     def __init__(
         self,
         store: RunStore,
@@ -85,59 +53,31 @@ class LocalProcessExecutor:
         memory_mb: int,
         logs: Path,
         on_done: JobListener | None = None,
+        recover: bool = True,
     ) -> None:
-        self.store = store
+        super().__init__(store, max_queued=max_queued, recover=recover, on_done=on_done)
         self.max_jobs = max_jobs
-        self.max_queued = max_queued
         self.memory_mb = memory_mb
         self.logs = logs
-        self.on_done = on_done
-        self._queue: deque[str] = deque()
         self._launching: set[str] = set()
         self._running: dict[str, asyncio.subprocess.Process] = {}
         self._exited: dict[str, asyncio.Event] = {}
         self._stop_reason: dict[str, str] = {}
         self._adopted: dict[str, int] = {}  # run id -> pid: live workers of a previous process
         self._started_at: dict[str, float] = {}
-        self._wakeup = asyncio.Event()
-        self._closing = False
-        self._dispatcher: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Task[None]] = set()
 
-    # -- the interface ----------------------------------------------------------------------
+    # -- what the queue asks --------------------------------------------------------------------
 
-    @property
-    def ready(self) -> bool:
-        return self._dispatcher is not None and not self._dispatcher.done()
-
-    async def start(self) -> None:
+    async def _begin(self) -> list[str]:
+        if not self.recover:
+            return []
         adopted, queued = await run_sync(self._recover)
         self._adopted.update(adopted)
-        self._queue.extend(queued)
-        self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
+        return queued
 
-    def has_room(self) -> None:
-        """Refuse a submission past the queue limit (429), before anything is recorded."""
-        if len(self._queue) >= self.max_queued:
-            raise Busy(f"{len(self._queue)} trainings are waiting already (TRAINING_MAX_QUEUED)")
-
-    async def submit(self, run_id: str) -> None:
-        self._queue.append(run_id)
-        self._wakeup.set()
-
-    async def cancel(self, run_id: str) -> RunStatus:
-        """KILLED at once if waiting, within seconds if running; Conflict once it has ended."""
-        run = await run_sync(self.store.get_run, run_id)
-        if run.status.ended:
-            raise Conflict(f"run {run_id} has ended already ({run.status})")
-        if run_id in self._queue:
-            self._queue.remove(run_id)
-            await run_sync(
-                lambda: self.store.finish(
-                    run_id, RunStatus.KILLED, error="cancelled before it started"
-                )
-            )
-            return RunStatus.KILLED
+    async def _stop_running(self, run: RunInfo) -> None:
+        run_id = run.id
         for _ in range(100):  # being launched: a moment until it has a process
             if run_id not in self._launching:
                 break
@@ -150,24 +90,12 @@ class LocalProcessExecutor:
             await self._await_end(run_id, CANCEL_GRACE_S)
         else:
             raise Conflict(f"run {run_id} is {run.status} but not handled by this service")
-        # It may have finished on its own while it was being stopped.
-        return (await run_sync(self.store.get_run, run_id)).status
 
-    def status(self) -> ExecutorStatus:
-        running = sorted(self._running) + sorted(self._adopted)
-        return ExecutorStatus(queued=len(self._queue), running=running)
+    def _running_ids(self) -> list[str]:
+        return sorted(self._running) + sorted(self._adopted)
 
-    async def shutdown(self, grace_s: float) -> None:
-        """Stop taking jobs; let running ones finish within the grace period, then stop them.
-
-        Queued runs stay QUEUED in the store: the next start takes them up again.
-        """
-        self._closing = True
-        self._wakeup.set()
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+    async def _end(self, grace_s: float) -> None:
+        """Running ones finish within the grace period, then they are stopped."""
         deadline = time.monotonic() + grace_s
         while self._running and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
@@ -178,7 +106,6 @@ class LocalProcessExecutor:
         await asyncio.gather(*self._watchers, return_exceptions=True)
 
     # -- inside -----------------------------------------------------------------------------
-
     def _recover(self) -> tuple[dict[str, int], list[str]]:
         """(In a worker thread, at start.) After a restart: running runs whose worker is gone
         FAILED, live ones to adopt, waiting ones to resume. Runs of the CLI (no recorded
@@ -221,20 +148,6 @@ class LocalProcessExecutor:
             for run_id in await run_sync(self._lost_adopted, dict(self._adopted)):
                 self._adopted.pop(run_id, None)  # on the loop: status() never sees it change
         return self.max_jobs - len(self._running) - len(self._launching) - len(self._adopted)
-
-    async def _dispatch(self) -> None:
-        while not self._closing:
-            try:
-                # Re-check the queue after the await: a cancel may have emptied it meanwhile.
-                if self._queue and await self._free_slots() > 0 and self._queue:
-                    await self._launch(self._queue.popleft())
-                    continue
-            except Exception:  # the store or the OS failed: log, wait, try again; never die
-                log.exception("job dispatcher: retrying in 2 s")
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                # Woken by a submission or a finished job; the timeout notices adopted workers.
-                await asyncio.wait_for(self._wakeup.wait(), timeout=2.0)
 
     async def _launch(self, run_id: str) -> None:
         self._launching.add(run_id)
@@ -280,15 +193,14 @@ class LocalProcessExecutor:
                 with contextlib.suppress(Conflict):
                     await run_sync(lambda: self.store.finish(run_id, status, error=error))
                 run = await run_sync(self.store.get_run, run_id)
-            if self.on_done is not None:
-                self.on_done(run.status, seconds)
+            self._ended(run.status, seconds)
         except Exception:  # never lose the slot over a bookkeeping failure
             log.exception("run %s: recording the end of its worker failed", run_id)
         finally:
             self._running.pop(run_id, None)
             self._stop_reason.pop(run_id, None)
             self._exited.pop(run_id, asyncio.Event()).set()
-            self._wakeup.set()
+            self._wakeup.set()  # the slot is free even when the bookkeeping failed
 
     async def _stop(self, run_id: str, why: str) -> None:
         """SIGTERM (the worker records KILLED), SIGKILL past the grace period; the watcher

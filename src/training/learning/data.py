@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,22 +87,25 @@ def _load_shipped(name: str) -> pd.DataFrame:
 
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, str]:
-    import pandas as pd
-
     if not path.is_file():
         raise UserError(f"dataset file not found: {path}", field="dataset")
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
+    return _parse_csv(path, str(path)), digest.hexdigest()
+
+
+def _parse_csv(source: Path | io.BytesIO, name: str) -> pd.DataFrame:
+    import pandas as pd
+
     try:
-        frame = pd.read_csv(path)
+        return pd.read_csv(source)
     except pd.errors.EmptyDataError as exc:
-        raise UserError(f"dataset {path} is empty", field="dataset") from exc
+        raise UserError(f"dataset {name} is empty", field="dataset") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"dataset {path} is not a readable CSV: {reason}", field="dataset") from exc
-    return frame, digest.hexdigest()
+        raise UserError(f"dataset {name} is not a readable CSV: {reason}", field="dataset") from exc
 
 
 def read_frame(spec: str) -> tuple[str, pd.DataFrame, str]:
@@ -135,12 +139,47 @@ def _checked_frame(name: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 def load_dataset(spec: str, target: str | None = None) -> Dataset:
     """A shipped set, an upload or a CSV, its target checked and unlabelled rows dropped."""
-    name, frame, digest = read_frame(spec)
+    return _dataset(*read_frame(spec), target)
+
+
+def _dataset(name: str, frame: pd.DataFrame, digest: str, target: str | None) -> Dataset:
     frame = _checked_frame(name, frame)
     meta = describe(name, frame, digest)
     chosen = meta.resolve_target(target).name
     frame = frame.dropna(subset=[chosen]).reset_index(drop=True)
     return Dataset(name=name, frame=frame, target=chosen, sha256=digest, meta=meta)
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """A data set as it travels to a worker that has no data folder: a shipped set by name,
+    anything else as its CSV bytes with their sha256 (checked again where they arrive)."""
+
+    name: str
+    csv: bytes | None = None
+    sha256: str | None = None
+
+
+def source_of(spec: str) -> DatasetSource:
+    """What to send a worker for this data set (an upload or a CSV path is read whole)."""
+    if spec in SHIPPED:
+        return DatasetSource(spec)
+    path = uploads.upload_path(spec) if uploads.is_dataset_id(spec) else Path(spec)
+    if not path.is_file():
+        raise UserError(f"dataset file not found: {spec}", field="dataset")
+    data = path.read_bytes()
+    return DatasetSource(spec, data, hashlib.sha256(data).hexdigest())
+
+
+def load_source(source: DatasetSource, target: str | None = None) -> Dataset:
+    """The data set a worker was sent, as ``load_dataset`` would load it at its origin."""
+    if source.csv is None:
+        return load_dataset(source.name, target)
+    digest = hashlib.sha256(source.csv).hexdigest()
+    if digest != source.sha256:
+        raise UserError(f"dataset {source.name} arrived damaged (sha256 {digest[:12]}...)")
+    frame = _parse_csv(io.BytesIO(source.csv), source.name)
+    return _dataset(source.name, frame, digest, target)
 
 
 @functools.cache

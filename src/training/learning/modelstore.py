@@ -29,18 +29,36 @@ def _changing() -> contextlib.AbstractContextManager[None]:
 
 
 def save(tag: str, model: Any, metadata: ModelMetadata, labels: dict[str, str]) -> None:
-    """Save a fitted pipeline under ``tag`` with the metadata the service reads back."""
+    """Save a fitted pipeline under ``tag`` with the metadata the service reads back, and its
+    serving form beside it (``serving.fastpath``: what lets a worker serve without loading
+    scikit-learn), as ``bentoml.sklearn.save_model`` saves a model, plus that one file."""
     import bentoml
+    import joblib
+    from bentoml.models import ModelContext
+    from bentoml.types import ModelSignature
+    from sklearn import __version__ as sklearn_version
 
-    with _changing():
-        bentoml.sklearn.save_model(
+    from training.serving import fastpath
+
+    form = fastpath.describe(model, metadata.features)
+    with (
+        _changing(),
+        bentoml.models.create(
             tag,
-            model,
+            # What bentoml.sklearn.save_model records, so bentoml.sklearn.load_model reads it.
+            module="bentoml.sklearn",
+            context=ModelContext(
+                framework_name="sklearn", framework_versions={"scikit-learn": sklearn_version}
+            ),
             labels=labels,
             # BentoML refuses None in metadata; an absent key reads back as None all the same.
             metadata=metadata.model_dump(mode="json", exclude_none=True),
-            signatures={"predict": {"batchable": False}, "predict_proba": {"batchable": False}},
-        )
+            signatures={m: ModelSignature(batchable=False) for m in ("predict", "predict_proba")},
+        ) as stored,
+    ):
+        joblib.dump(model, stored.path_of("saved_model.pkl"))
+        if form is not None:
+            Path(stored.path_of(fastpath.SERVING_FILE)).write_text(form.model_dump_json())
 
 
 def delete(tag: str) -> None:

@@ -1,8 +1,10 @@
 """train -> evaluate -> record -> save: one entry point for the CLI, the workers and `training up`.
 
-The run's record follows MLflow's lifecycle: RUNNING, then FINISHED, FAILED (with its error)
-or KILLED (Ctrl-C, SIGTERM, a cancel). Every way out of a running run passes through
-``recorded``, the one place a run's failure is written. Only a FINISHED run leaves a model
+The compute half (split, cross-validate, fit, evaluate) is ``fitting.fit``; this module is the
+recording half around it. The run's record follows MLflow's lifecycle: RUNNING, then FINISHED,
+FAILED (with its error) or KILLED (Ctrl-C, SIGTERM, a cancel). Every way out of a running run
+passes through ``recorded``, the one place a run's failure is written; ``record`` writes what a
+fit produced, wherever it ran (here, or on a cluster worker). Only a FINISHED run leaves a model
 version, registered in the same transaction that finishes the run; a model saved to BentoML's
 store by a run that then fails is deleted again, so nothing is half-promoted.
 """
@@ -13,42 +15,22 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline
 
 from training.errors import Conflict, Interrupted, ServiceGone, TrainingFailed, UserError
-from training.learning import evaluation, modelstore
-from training.learning.columns import DatasetMeta, Task
-from training.learning.data import Dataset, dataset_meta, load_dataset, model_name_for
-from training.learning.estimators import make_estimator, make_pipeline_for, recorded_params
+from training.learning import modelstore
+from training.learning.data import dataset_meta, load_dataset, model_name_for
+from training.learning.fitting import Fitted, Plan, check, fit, make_plan
 from training.learning.provenance import environment
 from training.learning.request import TrainRequest
 from training.progress import Reporter
 from training.serving.card import ModelMetadata
-from training.serving.features import FeatureSchema
 from training.settings import Settings
-from training.store.records import DatasetInfo, RunStatus
+from training.store.records import DatasetInfo, NewRun, RunStatus
 from training.store.runs import RunStore
 
 ERROR_MAX = 4000  # characters of an error kept in the run's record
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A request checked against its data: everything a run needs, before the run exists."""
-
-    request: TrainRequest
-    experiment: str
-    dataset: Dataset
-    task: Task
-    schema: FeatureSchema
-    pipeline: Pipeline
-    params: dict[str, str]
 
 
 class TrainResult(BaseModel):
@@ -61,60 +43,17 @@ class TrainResult(BaseModel):
     duration_s: float = 0.0
 
 
-@dataclass(frozen=True)
-class Checked:
-    """A request that holds against its data set's columns: the one rule for CLI and API."""
-
-    target: str
-    task: Task
-    estimator: Any
-    params: dict[str, str]
-
-
-def check(request: TrainRequest, meta: DatasetMeta) -> Checked:
-    """Check a request against a data set's description; raises UserError, records nothing."""
-    target = meta.resolve_target(request.target)
-    task: Task = request.task or meta.infer_task(target)
-    if task == "regression" and target.type == "string":
-        raise UserError(
-            f"target {target.name!r} holds text; it can only be learnt by classification",
-            field="task",
-        )
-    estimator = make_estimator(task, request.model, request.params, request.seed)
-    params = {
-        "dataset": meta.name,
-        "target": target.name,
-        "task": task,
-        "model": request.model,
-        "cv": str(request.cv),
-        "test_size": str(request.test_size),
-        "seed": str(request.seed),
-        **recorded_params(estimator),
-    }
-    return Checked(target.name, task, estimator, params)
-
-
 def plan(request: TrainRequest, settings: Settings) -> Plan:
     """Load the data and check the request against it; raises UserError, records nothing."""
     dataset = load_dataset(request.dataset, request.target)
-    checked = check(request, dataset.meta)
-    schema = dataset.feature_schema()
-    return Plan(
-        request=request,
-        experiment=request.experiment or settings.default_experiment,
-        dataset=dataset,
-        task=checked.task,
-        schema=schema,
-        pipeline=make_pipeline_for(schema, checked.estimator),
-        params=checked.params,
-    )
+    return make_plan(request, dataset, request.experiment or settings.default_experiment)
 
 
-def submit(request: TrainRequest, settings: Settings, store: RunStore) -> str:
-    """Check a request without loading its data and record it QUEUED (the web API's path)."""
+def queued_run(request: TrainRequest, settings: Settings, sweep: str | None = None) -> NewRun:
+    """A request checked without loading its data, as the QUEUED run that records it."""
     meta = dataset_meta(request.dataset)
     checked = check(request, meta)
-    return store.create_run(
+    return NewRun(
         experiment=request.experiment or settings.default_experiment,
         model_name=request.model,
         task=checked.task,
@@ -125,7 +64,13 @@ def submit(request: TrainRequest, settings: Settings, store: RunStore) -> str:
         tags=dict(request.tags),
         status=RunStatus.QUEUED,
         request=request.model_dump(mode="json"),
+        sweep=sweep,
     )
+
+
+def submit(request: TrainRequest, settings: Settings, store: RunStore) -> str:
+    """Check a request without loading its data and record it QUEUED (the web API's path)."""
+    return store.create_run(**dict(queued_run(request, settings)))
 
 
 # -- how a run ends ----------------------------------------------------------------------------
@@ -181,60 +126,19 @@ def _abandon(
         store.finish(run_id, status, error=error[:ERROR_MAX])
 
 
-# -- the work ----------------------------------------------------------------------------------
+# -- the record ------------------------------------------------------------------------------
 
 
-def _matrix(plan: Plan) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-    """The training matrix, laid out as ``FeatureSchema.to_matrix`` lays out served rows:
-    numbers and booleans as float64, text as objects, NaN where a value is missing."""
-    frame = plan.dataset.frame
-    columns = []
-    for feature in plan.schema.features:
-        column = frame[feature.name]
-        if feature.type == "string":
-            columns.append(
-                column.astype(object).where(column.notna(), np.nan).to_numpy(dtype=object)
-            )
-        else:
-            columns.append(column.astype(np.float64).to_numpy())
-    X = np.column_stack(columns).astype(np.float64 if plan.schema.numeric else object)
-    y = frame[plan.dataset.target].to_numpy()
-    if plan.task == "regression":
-        y = y.astype(np.float64)
-    return X, y
-
-
-def _split(plan: Plan, X: npt.NDArray[Any], y: npt.NDArray[Any]) -> list[Any]:
-    stratify = None
-    if plan.task == "classification":
-        _, counts = np.unique(y, return_counts=True)
-        if counts.min() >= 2:
-            stratify = y
-    try:
-        return list(
-            train_test_split(
-                X,
-                y,
-                test_size=plan.request.test_size,
-                random_state=plan.request.seed,
-                stratify=stratify,
-            )
-        )
-    except ValueError as exc:
-        raise UserError(f"cannot split the data: {exc}", field="test_size") from exc
-
-
-def model_tag_for(plan: Plan, run_id: str) -> str:
+def model_tag_for(fitted: Fitted, run_id: str) -> str:
     """The model's tag, known before it is saved: its version is the run id, so a model and
     its run name each other, and an interrupted save can always be found and taken back."""
-    return f"{model_name_for(plan.dataset.name, plan.request.model)}:{run_id}"
+    return f"{model_name_for(fitted.dataset.name, fitted.algorithm)}:{run_id}"
 
 
 @dataclass(frozen=True)
-class _Run:
-    """A run in progress: its record and whoever watches it."""
+class StoreProgress:
+    """Progress written to the run store as it happens (and told to whoever watches)."""
 
-    plan: Plan
     store: RunStore
     run_id: str
     report: Reporter
@@ -243,51 +147,67 @@ class _Run:
         self.store.set_progress(self.run_id, name, fraction)
         self.report(name, fraction)
 
-    def log(self, metrics: dict[str, float], step: int = 0, prefix: str = "") -> None:
-        self.store.log_metrics(self.run_id, [(prefix + k, v, step) for k, v in metrics.items()])
-
-    def cross_validate(self, X: Any, y: Any, classes: list[Any] | None) -> None:
-        """k folds on the training rows: each fold's scores as a step, then their summary."""
-        k = self.plan.request.cv
-        per_fold: list[dict[str, float]] = []
-        self.stage(f"cross-validation fold 1 of {k}", 0.1)
-        folds = evaluation.cross_validate(
-            self.plan.task, self.plan.pipeline, X, y, k, self.plan.request.seed, classes
+    def fold(self, number: int, scores: dict[str, float]) -> None:
+        self.store.log_metrics(
+            self.run_id, [(f"cv_fold_{k}", v, number) for k, v in scores.items()]
         )
-        for number, scores in enumerate(folds, start=1):
-            per_fold.append(scores)
-            self.log(scores, step=number, prefix="cv_fold_")
-            if number < k:
-                self.stage(f"cross-validation fold {number + 1} of {k}", 0.1 + 0.6 * number / k)
-        self.log(evaluation.summarize(per_fold))
 
-    def save(self, tag: str, model: Pipeline, metrics: dict[str, float]) -> None:
-        plan = self.plan
-        classes = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
-        metadata = ModelMetadata(
-            run_id=self.run_id,
-            experiment=plan.experiment,
-            task=plan.task,
-            algorithm=plan.request.model,
-            target=plan.dataset.target,
-            dataset_sha256=plan.dataset.sha256,
-            features=plan.schema,
-            classes=classes,
-            metrics=metrics,
-        )
-        labels = {
-            "run_id": self.run_id,
-            "experiment": plan.experiment,
-            "task": plan.task,
-            "dataset": plan.dataset.name[-60:],
-        }
-        modelstore.save(tag, model, metadata, labels)
+
+def _save(fitted: Fitted, tag: str, run_id: str, experiment: str) -> None:
+    metadata = ModelMetadata(
+        run_id=run_id,
+        experiment=experiment,
+        task=fitted.task,
+        algorithm=fitted.algorithm,
+        target=fitted.dataset.target or "",
+        dataset_sha256=fitted.dataset.sha256 or "",
+        features=fitted.schema,
+        classes=[c.item() if hasattr(c, "item") else c for c in fitted.model.classes_]
+        if hasattr(fitted.model, "classes_")
+        else [],
+        metrics=fitted.metrics,
+    )
+    labels = {
+        "run_id": run_id,
+        "experiment": experiment,
+        "task": fitted.task,
+        "dataset": fitted.dataset.name[-60:],
+    }
+    modelstore.save(tag, fitted.model, metadata, labels)
+
+
+def record(store: RunStore, run_id: str, fitted: Fitted, artefact: _Artefact | None = None) -> str:
+    """Write what a fit produced and finish its run with its model: the data set it saw, every
+    metric with its steps (idempotent: folds told live are written again as they were), the
+    model in BentoML's store. Call it inside ``recorded``; returns the model's tag."""
+    run = store.get_run(run_id)
+    store.set_dataset(run_id, fitted.dataset)
+    points = [
+        (f"cv_fold_{key}", value, step)
+        for step, scores in enumerate(fitted.folds, start=1)
+        for key, value in scores.items()
+    ]
+    points += [(k, v, 0) for k, v in {**fitted.cv_summary, **fitted.metrics}.items()]
+    store.log_metrics(run_id, points)
+    store.set_progress(run_id, "saving", 0.9)
+    tag = model_tag_for(fitted, run_id)
+    if artefact is not None:
+        artefact.model_tag = tag
+    _save(fitted, tag, run_id, run.experiment)
+    store.finish(
+        run_id,
+        RunStatus.FINISHED,
+        model_tag=tag,
+        model_name=tag.partition(":")[0],
+        evaluation=fitted.evaluation,
+    )
+    return tag
 
 
 def execute(
     plan: Plan, store: RunStore, report: Reporter, run_id: str | None = None
 ) -> TrainResult:
-    """Run a checked plan, recording every step; ``run_id``: a run already RUNNING here."""
+    """Run a checked plan here, recording every step; ``run_id``: a run already RUNNING here."""
     started = time.monotonic()
     if run_id is None:
         run_id = store.create_run(
@@ -299,38 +219,17 @@ def execute(
             tags=dict(plan.request.tags),
             environment=environment(),
         )
-    run = _Run(plan, store, run_id, report)
     with recorded(store, run_id) as artefact:
-        run.stage("loading", 0.05)
-        X, y = _matrix(plan)
-        classes = sorted(np.unique(y).tolist()) if plan.task == "classification" else None
-        store.set_dataset(run_id, plan.dataset.info(classes))
-        run.stage("splitting", 0.1)
-        X_train, X_test, y_train, y_test = _split(plan, X, y)
-        if plan.request.cv:
-            run.cross_validate(X_train, y_train, classes)
-        run.stage("fitting", 0.7)
-        model = plan.pipeline.fit(X_train, y_train)
-        run.stage("evaluating", 0.85)
-        metrics = evaluation.score(plan.task, model, X_test, y_test, classes)
-        run.log(metrics)
-        run.stage("saving", 0.9)
-        artefact.model_tag = model_tag = model_tag_for(plan, run_id)
-        run.save(model_tag, model, metrics)
-        store.finish(
-            run_id,
-            RunStatus.FINISHED,
-            model_tag=model_tag,
-            model_name=model_tag.partition(":")[0],
-        )
+        fitted = fit(plan, StoreProgress(store, run_id, report))
+        report("saving", 0.9)
+        model_tag = record(store, run_id, fitted, artefact)
     report("finished", 1.0)
-    duration = round(time.monotonic() - started, 3)
     return TrainResult(
         run_id=run_id,
         status=RunStatus.FINISHED,
         model_tag=model_tag,
-        metrics=metrics,
-        duration_s=duration,
+        metrics=fitted.metrics,
+        duration_s=round(time.monotonic() - started, 3),
     )
 
 

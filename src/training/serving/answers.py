@@ -16,15 +16,17 @@ mounted FastAPI app cost 6 MB per worker, 15 MB and 0.4 s in the supervising pro
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from training.serving.batcher import Batcher, batchers_for
-from training.serving.card import ModelCard
+from training.serving.card import Method, ModelCard
 from training.serving.exchange import error_body
 from training.serving.metrics import ServiceMetrics
-from training.serving.predictor import Method, PredictionError, Predictor, Row
+from training.serving.predictor import PredictionError, Predictor, Row
 from training.serving.settings import ServiceSettings
 
 ENDPOINTS: dict[str, Method] = {"/predict": "predict", "/predict_proba": "predict_proba"}
@@ -57,9 +59,12 @@ class Answers:
         self._tail = {"model_tag": card.model_tag, "run_id": card.run_id}
         self._batchers: dict[Method, Batcher] = {}
 
-    def start(self, pipeline: Any) -> None:
-        """In the worker: the model's predictor and a batcher per method, costs probed."""
-        predictor = Predictor(pipeline, self.card)
+    def start(self, model_folder: Path, load_pipeline: Callable[[], Any]) -> None:
+        """In the worker: the model's predictor (from its serving form when that answers
+        alone, else with the unpickled pipeline) and a batcher per method, costs probed."""
+        from training.serving.fastpath import read_form
+
+        predictor = Predictor(self.card, read_form(model_folder), load_pipeline)
         self._batchers = batchers_for(
             predictor,
             max_rows=self.settings.predict_max_batch_rows,

@@ -27,7 +27,8 @@ from typing import Any, Protocol
 
 from anyio.to_thread import run_sync
 
-from training.serving.predictor import Method, Predictor, Row
+from training.serving.card import Method
+from training.serving.predictor import Predictor, Row
 
 INLINE_S = 0.0005
 THREAD_S = 0.001
@@ -91,9 +92,8 @@ def batchers_for(
 ) -> dict[Method, Batcher]:
     """A batcher for each method the model has, each with its cost probed on sample rows."""
     samples = predictor.schema.sample_rows(PROBE_ROWS)
-    methods: list[Method] = ["predict", "predict_proba"] if predictor.is_classifier else ["predict"]
     batchers: dict[Method, Batcher] = {}
-    for method in methods:
+    for method in predictor.methods:
 
         def call(rows: list[Row], method: Method = method) -> object:
             return predictor.answer(method, [rows])

@@ -7,13 +7,15 @@ reads it back (no run database) and shows it, with the tag and creation time, as
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.serving.features import FeatureSchema
 
 ClassLabel = str | bool | int | float
+#: What a served model answers: labels or values, and class probabilities (classifiers).
+Method = Literal["predict", "predict_proba"]
 
 
 class ModelMetadata(BaseModel):

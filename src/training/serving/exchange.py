@@ -6,7 +6,9 @@
   every error body;
 - every answer of 400 or more leaves in one shape, ``{"error", "detail", "request_id"}``,
   framework-made ones included (a text/plain 405 or 404, BentoML's own 500 with the text of
-  an exception): a 500 never carries internals, only the request id the log has them under;
+  an exception): a 500 never carries internals, only the request id the log has them under.
+  A page written for people (``text/html``: the training service's dashboard says why a
+  filter or a form was refused) keeps its own body;
 - a timeout (``expire``): an answer not begun in time is a JSON 504, counted and logged as
   such, and whatever the app sends afterwards is dropped;
 - ``crashed``: an exception that escaped the app becomes a JSON 500 and one logged traceback.
@@ -89,6 +91,10 @@ def shape_error(status: int, body: bytes, request_id: str, *, validation: bool =
     return error_body(message, detail, request_id)
 
 
+def _is_page(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(k == b"content-type" and media_type(v) == b"text/html" for k, v in headers)
+
+
 def media_type(content_type: bytes) -> bytes:
     """A Content-Type's media type: without parameters, in lower case."""
     return content_type.split(b";")[0].strip().lower()
@@ -166,7 +172,7 @@ class Exchange:
             self.status = message["status"]
             headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
             message["headers"] = [*headers, (b"x-request-id", self.request_id)]
-            if self.status >= 400 and self.shape_errors:
+            if self.status >= 400 and self.shape_errors and not _is_page(headers):
                 self._held = message  # sent with its body, reshaped
                 return
         elif self._held is not None and message["type"] == "http.response.body":

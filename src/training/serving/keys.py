@@ -113,6 +113,15 @@ class KeyStore:
             return None
         return record
 
+    def active_record(self, key_id: str, needed: Scope) -> KeyRecord | None:
+        """The record of a key known by its id (a session made from it earlier) while it is
+        active and grants ``needed``: a revoked key ends its sessions within a second."""
+        self._refresh()
+        record = self._records.get(key_id)
+        if record is None or not record.active or not grants(record.scope, needed):
+            return None
+        return record
+
 
 def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
     """The key of a request: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""

@@ -36,9 +36,10 @@ from importlib.metadata import version as package_version
 from typing import Any
 
 from training.serving.answers import Answers
+from training.serving.card import Method
 from training.serving.exchange import error_body
 from training.serving.inputs import Inputs
-from training.serving.predictor import Method, PredictionError
+from training.serving.predictor import PredictionError
 from training.serving.tensors import (
     Output,
     RequestOutput,

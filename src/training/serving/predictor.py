@@ -18,14 +18,15 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from training.serving.card import ModelCard
+from training.serving.card import Method, ModelCard
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-Method = Literal["predict", "predict_proba"]
+    from training.serving.fastpath import ServingForm
+
 Row = dict[str, Any]
 
 
@@ -58,31 +59,43 @@ class PredictionError(ValueError):
 
 
 class Predictor:
-    """Predictions for validated rows; one numpy matrix and one model call per batch."""
+    """Predictions for validated rows; one numpy matrix and one model call per batch.
 
-    def __init__(self, pipeline: Any, card: ModelCard) -> None:
+    ``form``: the model's serving form as training stored it (None for a model saved before
+    it existed); ``load_pipeline`` unpickles the pipeline, called only when the form does not
+    answer every method alone (a forest: the form preprocesses, scikit-learn predicts).
+    """
+
+    def __init__(
+        self, card: ModelCard, form: ServingForm | None, load_pipeline: Callable[[], Any]
+    ) -> None:
+        from training.serving.fastpath import describe, models_of, transform_of
+
+        self.schema = card.features
+        self.is_classifier = card.task == "classification"
+        self.methods: list[Method] = (
+            ["predict", "predict_proba"] if self.is_classifier else ["predict"]
+        )
+        self.pipeline: Any = None
+        self.estimator: Any = None
+        if form is None or not form.covers(self.methods):
+            self.pipeline = load_pipeline()
+            self.estimator = self.pipeline.steps[-1][1]
+            form = form or describe(self.pipeline, self.schema)
+        self.preprocess = transform_of(form.preprocessing) if form is not None else None
+        self._numpy = models_of(form.linear) if form is not None and form.linear else {}
+        self._class_keys = [str(c) for c in card.classes]
+        self._finish = {"predict": self._values, "predict_proba": self._probabilities}
+
+    def _trusting(self) -> contextlib.AbstractContextManager[Any]:
+        """Inputs are validated (finite, typed) before they get here, so scikit-learn's own
+        per-call checks are skipped: they cost more than the model on a single row."""
         import sklearn
 
-        from training.serving.fastpath import compile_linear, compile_preprocessing
-
-        self.pipeline = pipeline
-        self.schema = card.features
-        self.estimator = pipeline.steps[-1][1]
-        self.preprocess = compile_preprocessing(pipeline, card.features)
-        self._numpy = (
-            compile_linear(self.estimator, self.preprocess, card.features)
-            if self.preprocess is not None
-            else {}
-        )
-        self.is_classifier = card.task == "classification"
-        classes = getattr(pipeline, "classes_", [])
-        self._class_keys = [str(c.item() if hasattr(c, "item") else c) for c in classes]
-        # Inputs are validated (finite, typed) before they get here, so scikit-learn's own
-        # per-call checks are skipped: they cost more than the model on a single row.
-        self._trusting: Callable[[], Any] = lambda: sklearn.config_context(
+        trusting: contextlib.AbstractContextManager[Any] = sklearn.config_context(
             assume_finite=True, skip_parameter_validation=True
         )
-        self._finish = {"predict": self._values, "predict_proba": self._probabilities}
+        return trusting
 
     def _raw(self, method: Method, rows: list[Row]) -> npt.NDArray[Any]:
         X = self.schema.to_matrix(rows)

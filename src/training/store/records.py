@@ -113,6 +113,10 @@ class RunInfo(Record):
     progress: float | None
     pid: int | None
     host: str | None
+    worker: str | None = Field(
+        default=None, description="The cluster worker that ran it (its name); none for a local job."
+    )
+    sweep: str | None = Field(default=None, description="The sweep this run belongs to.")
     params: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -123,6 +127,73 @@ class RunInfo(Record):
         if self.end_time is None:
             return None
         return (self.end_time - self.start_time).total_seconds()
+
+
+class ConfusionMatrix(Record):
+    labels: list[str] = Field(description="The classes, in the order of rows and columns.")
+    counts: list[list[int]] = Field(
+        description="counts[i][j]: held-out rows of class labels[i] predicted as labels[j]."
+    )
+
+
+class RocCurve(Record):
+    label: str = Field(description="The positive class (one against the rest).")
+    fpr: list[float]
+    tpr: list[float]
+    auc: float | None
+
+
+class Residuals(Record):
+    """A regressor on the held-out split: a sample of (actual, predicted) and the residuals'
+    (actual - predicted) summary and histogram over every row."""
+
+    actual: list[float]
+    predicted: list[float]
+    mean: float
+    std: float
+    mae: float
+    max_abs: float
+    quantiles: dict[str, float] = Field(description="p5, p25, p50, p75 and p95.")
+    bins: list[float] = Field(description="Histogram edges (one more than counts).")
+    counts: list[int]
+
+
+class Importance(Record):
+    feature: str
+    value: float
+
+
+class Evaluation(Record):
+    """What the held-out split showed of a finished run's model, recorded when the run ends, so
+    that nobody has to load the model again to see it."""
+
+    rows: int = Field(description="Held-out rows evaluated.")
+    confusion: ConfusionMatrix | None = None
+    roc: list[RocCurve] = Field(default_factory=list)
+    residuals: Residuals | None = None
+    importances: list[Importance] = Field(
+        default_factory=list, description="Per input column, largest first."
+    )
+    importance_kind: str | None = Field(
+        default=None,
+        description="impurity (trees) or coefficient (|weight| on scaled inputs); none when "
+        "the estimator has neither.",
+    )
+
+
+class NewRun(Record):
+    """A run about to be recorded: what ``RunStore.create_run`` and a sweep's creation take."""
+
+    experiment: str
+    model_name: str
+    task: str
+    dataset: DatasetInfo
+    params: dict[str, str]
+    tags: dict[str, str] = Field(default_factory=dict)
+    environment: dict[str, Any] | None = None
+    status: RunStatus = RunStatus.RUNNING
+    request: dict[str, Any] | None = None
+    sweep: str | None = None
 
 
 class RunPage(Record):
@@ -181,3 +252,43 @@ class AliasInfo(Record):
         default=None, description="The tag the running stack last made live for this alias."
     )
     last_deployment: DeploymentInfo | None = None
+
+
+class SweepRun(Record):
+    """One run of a sweep as the sweep shows it."""
+
+    id: str
+    status: RunStatus
+    params: dict[str, str] = Field(description="The searched parameters of this run.")
+    value: float | None = Field(description="Its value of the sweep's metric, once it has one.")
+    worker: str | None
+    model_tag: str | None
+    error: str | None
+
+
+class SweepProgress(Record):
+    done: int = Field(description="Runs ended (finished, failed or killed).")
+    total: int
+
+
+class SweepSummary(Record):
+    id: str
+    experiment: str
+    created_at: Timestamp
+    dataset: str
+    model: str
+    metric: str
+    goal: str = Field(description="max or min: which end of the metric is best.")
+    status: RunStatus = Field(
+        description="QUEUED, RUNNING, then FINISHED (some run finished), FAILED (none did) or "
+        "KILLED (cancelled)."
+    )
+    progress: SweepProgress
+    best: SweepRun | None = Field(description="The finished run with the best metric value.")
+    requested_by: str | None
+    cancelled_at: Timestamp | None
+
+
+class SweepInfo(SweepSummary):
+    request: dict[str, Any]
+    runs: list[SweepRun]

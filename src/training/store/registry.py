@@ -82,7 +82,10 @@ class Registry:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def list_models(self, name: str | None = None) -> list[ModelVersionInfo]:
+    def list_models(
+        self, name: str | None = None, limit: int | None = None
+    ) -> list[ModelVersionInfo]:
+        """Versions, newest first (``limit``: only so many of them)."""
         if name is not None:
             checked_text(name, "name")
         with self.db.read() as session:
@@ -92,6 +95,8 @@ class Registry:
             query = select(ModelVersion).order_by(ModelVersion.created_at.desc())
             if name:
                 query = query.where(ModelVersion.name == name)
+            if limit is not None:
+                query = query.limit(limit)
             return [_version(v, aliases.get(v.tag, [])) for v in session.scalars(query)]
 
     def get_version(self, tag: str) -> ModelVersionInfo:

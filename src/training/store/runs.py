@@ -15,9 +15,27 @@ from sqlalchemy.orm import Session
 
 from training.errors import Conflict, NotFound, UserError
 from training.store.db import Database
-from training.store.records import RUN_ID, DatasetInfo, MetricPoint, RunInfo, RunPage, RunStatus
+from training.store.records import (
+    RUN_ID,
+    DatasetInfo,
+    Evaluation,
+    MetricPoint,
+    NewRun,
+    RunInfo,
+    RunPage,
+    RunStatus,
+)
 from training.store.search import RunSearch
-from training.store.tables import Experiment, LatestMetric, Metric, ModelVersion, Param, Run, Tag
+from training.store.tables import (
+    Experiment,
+    LatestMetric,
+    Metric,
+    ModelVersion,
+    Param,
+    Run,
+    RunEvaluation,
+    Tag,
+)
 
 MAX_PAGE = 1000
 MIN_PREFIX = 6
@@ -27,7 +45,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _experiment_id(session: Session, name: str) -> int:
+def experiment_id_of(session: Session, name: str) -> int:
     query = select(Experiment.id).where(Experiment.name == name)
     found = session.scalar(query)
     if found is not None:
@@ -69,6 +87,8 @@ def _run_info(
         progress=run.progress,
         pid=run.pid,
         host=run.host,
+        worker=run.worker,
+        sweep=run.sweep_id,
         params=params,
         metrics=metrics,
         tags=tags,
@@ -94,6 +114,41 @@ def _load(session: Session, ids: list[str]) -> list[RunInfo]:
     return [_run_info(runs[i], params[i], metrics[i], tags[i]) for i in ids if i in runs]
 
 
+def insert_run(session: Session, new: NewRun) -> str:
+    """Add one run (its params and tags) in the caller's transaction; its new id."""
+    run_id = uuid.uuid4().hex
+    now = utcnow()
+    queued = new.status == RunStatus.QUEUED
+    session.add(
+        Run(
+            id=run_id,
+            experiment_id=experiment_id_of(session, new.experiment),
+            status=new.status,
+            submitted_at=now,
+            start_time=now,
+            request=new.request,
+            model_name=new.model_name,
+            task=new.task,
+            dataset_name=new.dataset.name,
+            dataset_sha256=new.dataset.sha256,
+            dataset_rows=new.dataset.rows,
+            dataset_columns=new.dataset.columns,
+            target=new.dataset.target,
+            classes=new.dataset.classes,
+            environment=new.environment,
+            pid=None if queued else os.getpid(),
+            host=None if queued else socket.gethostname(),
+            stage="queued" if queued else "starting",
+            progress=0.0,
+            sweep_id=new.sweep,
+        )
+    )
+    session.flush()
+    session.add_all(Param(run_id=run_id, key=k, value=v) for k, v in new.params.items())
+    session.add_all(Tag(run_id=run_id, key=k, value=v) for k, v in new.tags.items())
+    return run_id
+
+
 class RunStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -112,45 +167,53 @@ class RunStore:
         environment: dict[str, Any] | None = None,
         status: RunStatus = RunStatus.RUNNING,
         request: dict[str, Any] | None = None,
+        sweep: str | None = None,
     ) -> str:
         """A new run: RUNNING in this process (the CLI), or QUEUED with its request (the API)."""
-        run_id = uuid.uuid4().hex
-        now = utcnow()
-        queued = status == RunStatus.QUEUED
+        new = NewRun(
+            experiment=experiment,
+            model_name=model_name,
+            task=task,
+            dataset=dataset,
+            params=dict(params),
+            tags=dict(tags or {}),
+            environment=environment,
+            status=status,
+            request=request,
+            sweep=sweep,
+        )
         with self.db.write() as session:
-            session.add(
-                Run(
-                    id=run_id,
-                    experiment_id=_experiment_id(session, experiment),
-                    status=status,
-                    submitted_at=now,
-                    start_time=now,
-                    request=request,
-                    model_name=model_name,
-                    task=task,
-                    dataset_name=dataset.name,
-                    environment=environment,
-                    pid=None if queued else os.getpid(),
-                    host=None if queued else socket.gethostname(),
-                    stage="queued" if queued else "starting",
-                    progress=0.0,
-                )
-            )
-            session.flush()
-            session.add_all(Param(run_id=run_id, key=k, value=v) for k, v in params.items())
-            session.add_all(Tag(run_id=run_id, key=k, value=v) for k, v in (tags or {}).items())
-        return run_id
+            return insert_run(session, new)
 
-    def start_queued(self, run_id: str, environment: dict[str, Any]) -> None:
-        """QUEUED -> RUNNING in this process; Conflict if it is no longer waiting (cancelled)."""
+    def start_queued(self, run_id: str, environment: dict[str, Any] | None) -> None:
+        """QUEUED -> RUNNING: in this process (with its environment), or, given none, sent to
+        a cluster, whose worker is recorded when it starts (``set_worker``). Conflict if it
+        is no longer waiting (cancelled)."""
+        here = environment is not None
         with self.db.write() as session:
             run = session.get(Run, run_id, with_for_update=True)
             if run is None:
                 raise NotFound(f"no run {run_id}")
             if run.status != RunStatus.QUEUED:
                 raise Conflict(f"run {run_id} is {run.status}, not QUEUED")
-            run.status, run.start_time, run.stage = RunStatus.RUNNING, utcnow(), "starting"
-            run.pid, run.host, run.environment = os.getpid(), socket.gethostname(), environment
+            run.status, run.start_time = RunStatus.RUNNING, utcnow()
+            run.stage = "starting" if here else "sent to the cluster"
+            run.pid = os.getpid() if here else None
+            run.host = socket.gethostname() if here else None
+            run.environment = environment
+
+    def set_worker(
+        self, run_id: str, worker: str, host: str | None, environment: dict[str, Any]
+    ) -> None:
+        """The cluster worker that took a running run, its host and its libraries."""
+        with self.db.write() as session:
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+                .values(
+                    worker=worker[:255], host=(host or "")[:255] or None, environment=environment
+                )
+            )
 
     def queued(self) -> list[str]:
         """Waiting runs, in submission order."""
@@ -230,12 +293,16 @@ class RunStore:
         error: str | None = None,
         model_tag: str | None = None,
         model_name: str | None = None,
+        evaluation: Evaluation | None = None,
     ) -> None:
         """End a run. A FINISHED run with a model registers its version in the same transaction,
-        so a run is never finished without its model version, nor a version left without it."""
+        so a run is never finished without its model version, nor a version left without it;
+        its held-out ``evaluation`` is recorded in that transaction too."""
         status = RunStatus(status)
         if not status.ended:
             raise ValueError(f"not a terminal status: {status}")
+        if evaluation is not None and status != RunStatus.FINISHED:
+            raise ValueError("only a finished run records an evaluation")
         now = utcnow()
         with self.db.write() as session:
             run = session.get(Run, run_id, with_for_update=True)
@@ -254,6 +321,9 @@ class RunStore:
                 session.add(
                     ModelVersion(tag=model_tag, run_id=run_id, name=model_name, created_at=now)
                 )
+            if evaluation is not None:
+                data = evaluation.model_dump(mode="json")
+                session.add(RunEvaluation(run_id=run_id, data=data))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -291,6 +361,13 @@ class RunStore:
                 MetricPoint(key=m.key, value=m.value, step=m.step, timestamp=m.timestamp)
                 for m in rows
             ]
+
+    def evaluation(self, run_id: str) -> Evaluation | None:
+        """The held-out artefacts recorded when the run finished (None for another ending, or
+        a run recorded before they were)."""
+        with self.db.read() as session:
+            row = session.get(RunEvaluation, self.resolve_id(session, run_id))
+            return None if row is None else Evaluation.model_validate(row.data)
 
     def search(self, search: RunSearch, limit: int = 50, page_token: str | None = None) -> RunPage:
         if not 1 <= limit <= MAX_PAGE:

@@ -3,6 +3,7 @@
 Filter: conditions joined by ``and``, in the spirit of MLflow's search syntax::
 
     metrics.accuracy > 0.9 and params.C = '1.0' and status = FINISHED and tags.team = vision
+    sweep = 3f2a... and worker = gpu-1
 
 Order: ``submitted_at`` (default, newest first; it never changes, so pages stay put while the
 queue moves), ``start_time``, ``end_time`` or ``metrics.<key>``, optionally
@@ -33,6 +34,8 @@ ATTRIBUTES: dict[str, Any] = {
     "task": Run.task,
     "model_tag": Run.model_tag,
     "run_id": Run.id,
+    "sweep": Run.sweep_id,
+    "worker": Run.worker,
 }
 ORDER_ATTRIBUTES: dict[str, Any] = {
     "submitted_at": Run.submitted_at,
@@ -53,7 +56,7 @@ _TOKEN = re.compile(
         (?P<string>'[^']*'|"[^"]*")
       | (?P<op>!=|==|<=|>=|=|<|>)
       | (?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?![\w.]))
-      | (?P<word>[A-Za-z_][\w.\-:]*)
+      | (?P<word>[A-Za-z0-9_][\w.\-:]*)
     )""",
     re.VERBOSE,
 )

@@ -85,6 +85,7 @@ class Run(Base):
         # The queue: waiting runs in submission order; and the default page order.
         Index(None, "status", "submitted_at"),
         Index(None, "submitted_at", "id"),
+        Index(None, "sweep_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -112,6 +113,9 @@ class Run(Base):
     environment: Mapped[dict[str, Any] | None]
     pid: Mapped[int | None]
     host: Mapped[str | None] = mapped_column(String(255))
+    # The cluster worker that ran it (its name), once it started there.
+    worker: Mapped[str | None] = mapped_column(String(255))
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id"))
     # Progress of the run as the pipeline reports it (one source for the CLI and the API).
     stage: Mapped[str | None] = mapped_column(String(64))
     progress: Mapped[float | None] = mapped_column(Float)
@@ -119,6 +123,16 @@ class Run(Base):
     model_tag: Mapped[str | None] = mapped_column(String(200), unique=True)
 
     experiment: Mapped[Experiment] = relationship(lazy="joined", innerjoin=True)
+
+
+class RunEvaluation(Base):
+    """A finished run's held-out evaluation (``records.Evaluation`` as JSON): a table of its
+    own, so pages of runs never carry it."""
+
+    __tablename__ = "evaluations"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[dict[str, Any]]
 
 
 class Param(Base):
@@ -169,6 +183,8 @@ class ModelVersion(Base):
     """A model in BentoML's store that a finished run produced."""
 
     __tablename__ = "model_versions"
+    # Newest first, a page at a time (the dashboard's models page).
+    __table_args__ = (Index(None, "created_at"),)
 
     tag: Mapped[str] = mapped_column(String(200), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), unique=True)
@@ -227,3 +243,28 @@ class Deployment(Base):
     result: Mapped[str] = mapped_column(String(16))
     canary_percent: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Sweep(Base):
+    """A search over hyper-parameters: its request once, its runs are ordinary runs."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        CheckConstraint("goal IN ('max', 'min')", name="goal_valid"),
+        Index(None, "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"))
+    created_at: Mapped[datetime]
+    dataset_name: Mapped[str] = mapped_column(String(500))
+    model_name: Mapped[str] = mapped_column(String(64))
+    # The metric that picks the best run, and whether higher or lower is better.
+    metric: Mapped[str] = mapped_column(String(250))
+    goal: Mapped[str] = mapped_column(String(8))
+    request: Mapped[dict[str, Any]]
+    total: Mapped[int] = mapped_column(Integer)
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    cancelled_at: Mapped[datetime | None]
+
+    experiment: Mapped[Experiment] = relationship(lazy="joined", innerjoin=True)

@@ -1,0 +1,173 @@
+"""What every executor shares: the ``Executor`` interface, the waiting queue and its dispatcher.
+
+The run store is the queue's source of truth; this is its order in memory: runs wait here, in
+submission order, until the executor has a free slot (a local process, a cluster worker), and
+a run cancelled while it waits is KILLED at once. A subclass says how many slots are free, how
+a run is launched and how a running one is stopped.
+
+The executor's state is touched on the event loop only: store reads run in a worker thread and
+hand their findings back, so ``status()`` (read by the Prometheus gauges) never sees it change
+under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from anyio.to_thread import run_sync
+
+from training.errors import Busy, Conflict
+from training.store.records import RunInfo, RunStatus
+from training.store.runs import RunStore
+
+log = logging.getLogger("training.jobs")
+CANCEL_GRACE_S = 10.0
+
+
+@dataclass
+class ExecutorStatus:
+    queued: int
+    running: list[str]
+
+
+class JobListener(Protocol):
+    def __call__(self, status: RunStatus, seconds: float) -> None: ...
+
+
+class Executor(Protocol):
+    """What the web layer needs from whatever runs the jobs."""
+
+    on_done: JobListener | None
+
+    @property
+    def ready(self) -> bool: ...
+    async def start(self) -> None: ...
+    def has_room(self, count: int = 1) -> None: ...
+    async def submit(self, run_id: str) -> None: ...
+    async def cancel(self, run_id: str) -> RunStatus: ...
+    def status(self) -> ExecutorStatus: ...
+    async def shutdown(self, grace_s: float) -> None: ...
+
+
+class QueuedExecutor:
+    """The queue and the dispatcher; subclasses run the jobs."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        max_queued: int,
+        recover: bool = True,
+        on_done: JobListener | None = None,
+    ) -> None:
+        self.store = store
+        self.max_queued = max_queued
+        #: Take up the store's waiting and running runs at start (the service does; a
+        #: `training sweep` runs its own runs only).
+        self.recover = recover
+        self.on_done = on_done
+        self._queue: deque[str] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    # -- the interface ----------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._dispatcher is not None and not self._dispatcher.done()
+
+    async def start(self) -> None:
+        self._queue.extend(await self._begin())
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
+
+    def has_room(self, count: int = 1) -> None:
+        """Refuse a submission past the queue limit (429), before anything is recorded."""
+        if len(self._queue) + count > self.max_queued:
+            waiting = f"{len(self._queue)} trainings are waiting already"
+            extra = f"; {count} more do not fit" if count > 1 else ""
+            raise Busy(f"{waiting}{extra} (TRAINING_MAX_QUEUED)")
+
+    async def submit(self, run_id: str) -> None:
+        self._queue.append(run_id)
+        self._wakeup.set()
+
+    async def cancel(self, run_id: str) -> RunStatus:
+        """KILLED at once if waiting, within seconds if running; Conflict once it has ended."""
+        run = await run_sync(self.store.get_run, run_id)
+        if run.status.ended:
+            raise Conflict(f"run {run_id} has ended already ({run.status})")
+        if run_id in self._queue:
+            self._queue.remove(run_id)
+            await run_sync(
+                lambda: self.store.finish(
+                    run_id, RunStatus.KILLED, error="cancelled before it started"
+                )
+            )
+            return RunStatus.KILLED
+        await self._stop_running(run)
+        # It may have finished on its own while it was being stopped.
+        return (await run_sync(self.store.get_run, run_id)).status
+
+    def status(self) -> ExecutorStatus:
+        return ExecutorStatus(queued=len(self._queue), running=self._running_ids())
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop taking jobs; queued runs stay QUEUED in the store for the next start."""
+        self._closing = True
+        self._wakeup.set()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        await self._end(grace_s)
+
+    # -- for subclasses -----------------------------------------------------------------------
+
+    async def _begin(self) -> list[str]:
+        """Start; the ids of the runs to queue (the store's waiting ones, when recovering)."""
+        raise NotImplementedError
+
+    async def _free_slots(self) -> int:
+        raise NotImplementedError
+
+    async def _launch(self, run_id: str) -> None:
+        raise NotImplementedError
+
+    async def _stop_running(self, run: RunInfo) -> None:
+        """Stop a run that is not waiting any more; Conflict if it is not this executor's."""
+        raise NotImplementedError
+
+    def _running_ids(self) -> list[str]:
+        raise NotImplementedError
+
+    async def _end(self, grace_s: float) -> None:
+        """Let running jobs finish within the grace period, then stop them."""
+        raise NotImplementedError
+
+    def _ended(self, status: RunStatus, seconds: float) -> None:
+        """A job ended: tell the listener, and look for the next one to launch."""
+        if self.on_done is not None:
+            self.on_done(status, seconds)
+        self._wakeup.set()
+
+    # -- inside -----------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while not self._closing:
+            try:
+                # Re-check the queue after the await: a cancel may have emptied it meanwhile.
+                if self._queue and await self._free_slots() > 0 and self._queue:
+                    await self._launch(self._queue.popleft())
+                    continue
+            except Exception:  # the store, the OS or the cluster failed: log, wait, try again
+                log.exception("job dispatcher: retrying in 2 s")
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                # Woken by a submission or a finished job; the timeout notices lost workers.
+                await asyncio.wait_for(self._wakeup.wait(), timeout=2.0)
