@@ -65,7 +65,12 @@ class Inputs:
         self.all_numbers = all(f.type == "number" for f in schema.features)
         self.max_rows = max_rows
         self._rows: TypeAdapter[list[Row]] = TypeAdapter(instances)
-        self._clean = [_clean_check(f.type, f.categories) for f in schema.features]
+        # The checks of the fast path, one per group of columns judged alike: all the numbers
+        # at once, all the booleans, all free text, each set of categories on its own.
+        groups: dict[tuple[str, tuple[str, ...] | None], list[int]] = {}
+        for i, f in enumerate(schema.features):
+            groups.setdefault((f.type, f.categories or None), []).append(i)
+        self._clean = [(_clean_check(kind, cats), idx) for (kind, cats), idx in groups.items()]
 
     def metadata(self) -> list[dict[str, Any]]:
         """The inputs the model metadata lists: one tensor per feature."""
@@ -85,8 +90,8 @@ class Inputs:
             columns, where = self._from_columns(tensors)
         # Columns of one length by now; map, not a comprehension: ~30% less per row.
         rows: list[Row] = list(map(dict, map(zip, repeat(self.names), zip(*columns, strict=True))))
-        for clean, column in zip(self._clean, columns, strict=True):
-            if not clean(column):
+        for clean, indices in self._clean:
+            if not clean([columns[i] for i in indices]):
                 break
         else:
             return rows  # valid as they are: what the row type would accept unchanged
@@ -149,7 +154,10 @@ class Inputs:
             said = ", ".join(f"{t.name} {t.shape[0]}" for t in tensors)
             raise TensorError(f"the inputs have different numbers of rows: {said}")
         self._count(n)
-        columns = [self._column(given[name]) for name in self.names]
+        columns = [
+            t.values if t.datatype != "BYTES" else self._texts(t)
+            for t in map(given.__getitem__, self.names)
+        ]
         return columns, lambda row, feature: f"inputs.{given[feature].index}.data.{row}"
 
     def _check_column(self, tensor: Tensor, given: dict[str, Tensor]) -> None:
@@ -172,10 +180,8 @@ class Inputs:
                 "[N] (or [N, 1])"
             )
 
-    def _column(self, tensor: Tensor) -> list[Any]:
-        """A column's values; BYTES as text (UTF-8)."""
-        if tensor.datatype != "BYTES":
-            return tensor.values
+    def _texts(self, tensor: Tensor) -> list[Any]:
+        """A BYTES column's values as text (UTF-8)."""
         values: list[Any] = []
         bad: list[dict[str, Any]] = []
         for row, value in enumerate(tensor.values):
@@ -206,25 +212,31 @@ class Inputs:
 _NUMBERS, _BOOLEANS, _TEXTS = frozenset({float, int}), frozenset({bool}), frozenset({str})
 
 
-def _clean_check(kind: str, categories: tuple[str, ...] | None) -> Callable[[list[Any]], bool]:
-    """A column check that says yes only to values the row type accepts as they are (and no to
-    anything else, which the row type then judges and words): finite floats or ints, booleans,
-    text among the categories. It spares the row type's per-row work on the common case.
-    A missing value (None) is left to the row type."""
+def _types(columns: list[list[Any]]) -> set[type]:
+    return set().union(*(map(type, column) for column in columns))
+
+
+def _clean_check(
+    kind: str, categories: tuple[str, ...] | None
+) -> Callable[[list[list[Any]]], bool]:
+    """A check of a group of columns that says yes only to values the row type accepts as
+    they are (and no to anything else, which the row type then judges and words): finite
+    floats or ints, booleans, text among the categories. It spares the row type's per-row
+    work on the common case. A missing value (None) is left to the row type."""
     if kind == "number":
 
-        def numbers(values: list[Any]) -> bool:
-            if not set(map(type, values)) <= _NUMBERS:
+        def numbers(columns: list[list[Any]]) -> bool:
+            if not _types(columns) <= _NUMBERS:
                 return False
             try:
-                return all(map(math.isfinite, values))
+                return all(all(map(math.isfinite, column)) for column in columns)
             except OverflowError:  # an int too large for a float
                 return False
 
         return numbers
     if kind == "boolean":
-        return lambda values: set(map(type, values)) <= _BOOLEANS
+        return lambda columns: _types(columns) <= _BOOLEANS
     if categories:
         known = frozenset(categories)
-        return lambda values: set(map(type, values)) <= _TEXTS and set(values) <= known
-    return lambda values: set(map(type, values)) <= _TEXTS
+        return lambda columns: _types(columns) <= _TEXTS and known.issuperset(*columns)
+    return lambda columns: _types(columns) <= _TEXTS

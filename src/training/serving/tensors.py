@@ -236,11 +236,11 @@ def _decode(datatype: str, count: int, raw: bytes, what: str) -> list[Any]:
             f"{what}: {count} {datatype} elements take {count * width} bytes; "
             f"binary_data_size says {len(raw)}"
         )
-    values = list(struct.unpack(f"<{count}{code}", raw))
+    values = struct.unpack(f"<{count}{code}", raw)
     if datatype == "BF16":  # the upper half of an FP32
         widened = struct.pack(f"<{count}I", *(v << 16 for v in values))
-        values = list(struct.unpack(f"<{count}f", widened))
-    return values
+        values = struct.unpack(f"<{count}f", widened)
+    return list(values)
 
 
 def _decode_bytes(count: int, raw: bytes, what: str) -> list[Any]:
