@@ -190,9 +190,16 @@ def _served(tag: str, home: Path, factory: pytest.TempPathFactory, **env: str) -
 def iris(
     iris_model: str, session_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """The iris model served with small limits the tests reach: 50 rows, a 2 s timeout."""
+    """The iris model served with small limits the tests reach: 50 rows, a 2 s timeout; and a
+    hold file (absent: in rotation) a test may write, as a rollout does."""
+    hold = tmp_path_factory.mktemp("iris-hold") / "hold"
     yield from _served(
-        iris_model, session_home, tmp_path_factory, PREDICT_MAX_ROWS="50", REQUEST_TIMEOUT_S="2"
+        iris_model,
+        session_home,
+        tmp_path_factory,
+        PREDICT_MAX_ROWS="50",
+        REQUEST_TIMEOUT_S="2",
+        SERVICE_HOLD_FILE=str(hold),
     )
 
 

@@ -12,10 +12,12 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 import tritonclient.http as triton
 from hypothesis import HealthCheck, given, settings
@@ -98,6 +100,31 @@ def test_health_and_server_metadata(iris: Server, iris_model: str) -> None:
     assert asyncio.run(kserve_says()) == (True, True, True, False)
     for path in ("/v2/health/live", "/v2/health/ready"):
         assert httpx.head(f"{iris.url}{path}").status_code == 200
+
+
+def test_readiness_follows_the_rollouts_hold_but_not_the_canary_pool(
+    iris: Server, iris_model: str
+) -> None:
+    env = psutil.Process(iris.proc.pid).environ()
+    hold = Path(env["SERVICE_HOLD_FILE"])
+    ready = f"{iris.url}/v2/health/ready"
+    try:
+        hold.write_text("")  # held back (starting, draining): not ready, still answering
+        answer = httpx.get(ready)
+        assert answer.status_code == 503 and "out of rotation" in answer.json()["error"]
+        assert httpx.get(f"{iris.url}/v2/health/live").status_code == 200
+        assert (
+            client(iris).infer(name_version(iris_model)[0], iris_columns(True)).as_numpy("predict")
+            is not None
+        )
+        hold.write_text("canary")  # a pool of the edge's: the instance itself is ready
+        assert (
+            httpx.get(ready).status_code == 200
+            and httpx.get(f"{iris.url}/readyz").status_code == 503
+        )
+    finally:
+        hold.unlink(missing_ok=True)
+    assert httpx.get(ready).status_code == 200
 
 
 def test_model_metadata_lists_a_tensor_per_feature_and_the_outputs(
