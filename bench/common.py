@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -201,6 +202,26 @@ def service_command(tag: str, port: int | str) -> list[str]:
         "--port",
         str(port),
     ]
+
+
+def sample_rows(tag: str, env: dict[str, str], n: int) -> list[dict[str, Any]]:
+    """``n`` valid rows for model ``tag`` (its feature schema's samples), read in a child so
+    the bench itself never loads the model store."""
+    code = (
+        "import json, sys, bentoml\n"
+        "from training.serving.card import ModelCard\n"
+        "card = ModelCard.from_stored(bentoml.models.get(sys.argv[1]))\n"
+        "print(json.dumps(card.features.sample_rows(int(sys.argv[2]))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, tag, str(n)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows: list[dict[str, Any]] = json.loads(out)
+    return rows
 
 
 def train_model(env: dict[str, str], *request: str) -> str:

@@ -3,6 +3,7 @@ batching) and a bare echo, on a cheap model and on heavy ones, side by side in o
 
     .venv/bin/python bench/serve.py [--duration 10] [--concurrency 1 8 32]
                                     [--models iris forest boosting] [--rows 1 100]
+                                    [--oip after|only|off]
 
 Models (trained into a temporary BentoML home with `training train`):
   iris      the iris LogisticRegression pipeline (a cheap call: the single-row path shows)
@@ -18,7 +19,9 @@ Servers, started one at a time, each alone on the machine, 1 worker:
 wrk (POST, keep-alive) drives each at each concurrency with 1-row and 100-row bodies. Printed:
 requests/s, p50, p99, errors, CPU per request (server and children), rows per model call
 (ours: from its metrics), RSS after the run, time from start to the first answer; then the
-ratios and the issue's floors. Needs `wrk` (Debian: apt-get install wrk).
+ratios and the issue's floors. Then (``--oip after``, the default; ``only`` runs it alone) the
+Open Inference Protocol section of bench/serve_oip.py: OIP infer beside /predict on one
+server, JSON and binary, 1 and 100 rows, c8 and c32. Needs `wrk` (Debian: apt-get install wrk).
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from pathlib import Path
 
 import httpx
 
+import serve_oip
 from common import (
     BIN,
     free_port,
+    sample_rows,
     stop,
     train_model,
     tree_cpu_s,
@@ -120,21 +125,7 @@ def _train(model: str, work: Path, env: dict[str, str]) -> str:
 def _bodies(tag: str, work: Path, env: dict[str, str], rows: list[int]) -> dict[str, Path]:
     """Request bodies: ours (rows keyed by feature), idiomatic (a plain array) and MLflow's
     (the same array as its "inputs")."""
-    code = (
-        "import json, sys, bentoml\n"
-        "from training.serving.card import ModelCard\n"
-        "card = ModelCard.from_stored(bentoml.models.get(sys.argv[1]))\n"
-        "print(json.dumps(card.features.sample_rows(int(sys.argv[2]))))\n"
-    )
-    sample = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", code, tag, str(max(rows))],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    sample = sample_rows(tag, env, max(rows))
     paths: dict[str, Path] = {}
     for n in rows:
         stem = tag.replace(":", "-")
@@ -424,6 +415,12 @@ def main() -> None:
         default=SERVERS,
         choices=SERVERS,
     )
+    parser.add_argument(
+        "--oip",
+        choices=["after", "only", "off"],
+        default="after",
+        help="the Open Inference Protocol section (bench/serve_oip.py): after, alone or not",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/serve.py needs wrk: apt-get install wrk")
@@ -436,6 +433,9 @@ def main() -> None:
         "SERVICE_WORKERS": "1",
     }
     env.pop("DATABASE_URL", None)
+    if args.oip == "only":
+        serve_oip.run(args, work, env)
+        return
     (work / "echo.py").write_text(ECHO)
     results: list[Result] = []
     for model in args.models:
@@ -462,6 +462,8 @@ def main() -> None:
                 for r in _cells("echo", model, command, paths, args, work, env)
             ]
     _report(results, args)
+    if args.oip == "after":
+        serve_oip.run(args, work, env)
 
 
 if __name__ == "__main__":

@@ -71,10 +71,16 @@ async def _respond(method: Method, instances: list[Any]) -> Response:
     traffic={"timeout": SETTINGS.request_timeout_s + 30},
     # Our middleware writes the access line (with X-Request-ID) for API requests only.
     logging={"access": {"enabled": False}},
+    # BentoML's request metrics label each request by its path as written (a series per
+    # made-up path); ours label the route, and ServiceHTTP serves /metrics (serving/metrics.py).
+    metrics={"enabled": False},
     # No tracing exporter is configured; OpenTelemetry's middleware would still cost about a
     # third of a single-row request, so the API routes are excluded.
     tracing={
-        "excluded_urls": ["/predict", "/predict_proba", "/model", "/livez", "/readyz", "/metrics"]
+        "excluded_urls": [
+            *("/predict", "/predict_proba", "/model", "/livez", "/readyz", "/metrics"),
+            "/v2",  # the Open Inference Protocol's routes (a pattern: every /v2 path)
+        ]
     },
 )
 class Prediction:

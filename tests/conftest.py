@@ -12,6 +12,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="training-tests-"))
 os.environ["BENTOML_HOME"] = str(_SESSION_HOME / "bentoml")
@@ -24,6 +25,9 @@ from training.settings import Settings, reload  # noqa: E402
 from training.store.db import Database  # noqa: E402
 from training.store.registry import Registry  # noqa: E402
 from training.store.runs import RunStore  # noqa: E402
+
+if TYPE_CHECKING:
+    from servers import Server
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -168,3 +172,47 @@ def mixed_model(model_store: RunStore, session_home: Path) -> str:
 @pytest.fixture(scope="session")
 def regression_model(model_store: RunStore) -> str:
     return _train(model_store, dataset="diabetes", model="ridge")
+
+
+# -- the served models: one `bentoml serve` each for the whole session, shared by the tests of
+# the native API (test_service.py) and of the Open Inference Protocol (test_oip.py) ----------
+
+
+def _served(tag: str, home: Path, factory: pytest.TempPathFactory, **env: str) -> Iterator[Server]:
+    from servers import serve_model
+
+    log = factory.mktemp(tag.split(":", maxsplit=1)[0]) / "serve.log"
+    with serve_model(tag, bentoml_home=home / "bentoml", log=log, **env) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def iris(
+    iris_model: str, session_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The iris model served with small limits the tests reach: 50 rows, a 2 s timeout; and a
+    hold file (absent: in rotation) a test may write, as a rollout does."""
+    hold = tmp_path_factory.mktemp("iris-hold") / "hold"
+    yield from _served(
+        iris_model,
+        session_home,
+        tmp_path_factory,
+        PREDICT_MAX_ROWS="50",
+        REQUEST_TIMEOUT_S="2",
+        SERVICE_HOLD_FILE=str(hold),
+    )
+
+
+@pytest.fixture(scope="session")
+def mixed(
+    mixed_model: str, session_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The forest over a number, a text and a boolean feature (dear enough to batch)."""
+    yield from _served(mixed_model, session_home, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def regression(
+    regression_model: str, session_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    yield from _served(regression_model, session_home, tmp_path_factory)

@@ -160,6 +160,20 @@ def running(
         handle.close()
 
 
+def in_process(tag: str, method: str, rows: list[dict[str, Any]]) -> list[Any]:
+    """What the model in BentoML's store says of ``rows``, loaded here (the truth a served
+    answer is compared with)."""
+    import bentoml
+
+    from training.serving.features import FeatureSchema
+
+    model = bentoml.models.get(tag)
+    schema = FeatureSchema.model_validate(model.info.metadata["features"])
+    pipeline = bentoml.sklearn.load_model(model)
+    result: list[Any] = getattr(pipeline, method)(schema.to_matrix(rows)).tolist()
+    return result
+
+
 def serve_model(
     model_tag: str, *, bentoml_home: Path, log: Path, port: int | None = None, **env: str
 ) -> AbstractContextManager[Server]:

@@ -1,4 +1,7 @@
-"""The prediction service under the real `bentoml serve`: endpoints, validation, fuzz, client."""
+"""The prediction service under the real `bentoml serve`: endpoints, validation, fuzz, client.
+
+The servers (``iris``, ``mixed``, ``regression``) are the session's, shared with
+tests/test_oip.py (conftest.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from servers import Server, serve_model, wait_until
+from servers import Server, in_process, wait_until
 from training.serving.features import FeatureSchema
 
 pytestmark = pytest.mark.slow
@@ -27,48 +30,6 @@ IRIS_ROWS = [
     {"sepal_length_cm": 6.7, "sepal_width_cm": 3.0, "petal_length_cm": 5.2, "petal_width_cm": 2.3},
     {"sepal_length_cm": 5.9, "sepal_width_cm": 3.0, "petal_length_cm": 4.2, "petal_width_cm": None},
 ]
-
-
-@pytest.fixture(scope="module")
-def iris(
-    iris_model: str, session_home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("iris-serve") / "serve.log"
-    with serve_model(
-        iris_model,
-        bentoml_home=session_home / "bentoml",
-        log=log,
-        PREDICT_MAX_ROWS="50",
-        REQUEST_TIMEOUT_S="2",
-    ) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def mixed(
-    mixed_model: str, session_home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("mixed-serve") / "serve.log"
-    with serve_model(mixed_model, bentoml_home=session_home / "bentoml", log=log) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def regression(
-    regression_model: str, session_home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("regression-serve") / "serve.log"
-    with serve_model(regression_model, bentoml_home=session_home / "bentoml", log=log) as server:
-        yield server
-
-
-def in_process(tag: str, method: str, rows: list[dict[str, Any]]) -> list[Any]:
-    model = bentoml.models.get(tag)
-    schema = FeatureSchema.model_validate(model.info.metadata["features"])
-    result: list[Any] = getattr(bentoml.sklearn.load_model(model), method)(
-        schema.to_matrix(rows)
-    ).tolist()
-    return result
 
 
 def post(server: Server, path: str, body: Any, **kwargs: Any) -> httpx.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import time
@@ -11,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import tritonclient.http as triton
+from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+from tritonclient.utils import InferenceServerException
 
 from servers import Server, caddy, free_port, serve_model, wait_until
 from training.ops.edge import ca_certificate, caddy_env
@@ -33,6 +38,7 @@ class Edge:
     keys: KeyRing
     service: Server
     service_port: int
+    ca: str
 
 
 def edge_env(tmp: Path, service_port: int, **overrides: str) -> dict[str, str]:
@@ -81,6 +87,7 @@ def edge(
                 keys=keys,
                 service=service,
                 service_port=port,
+                ca=str(ca_certificate(tmp / "caddy")),
             )
 
 
@@ -295,3 +302,52 @@ def test_the_canary_share_is_written_whole_as_the_edge_reads_it(tmp_path: Path) 
         write_canary_share(share, percent)
         assert share.read_text() == text, percent  # of 256 random ids, those below it
     assert [p.name for p in share.parent.iterdir()] == [share.name]  # no half-written file
+
+
+def test_the_open_inference_protocol_through_the_edge_with_the_same_keys(
+    edge: Edge, iris_model: str
+) -> None:
+    name = iris_model.partition(":")[0]
+    tc = triton.InferenceServerClient(
+        edge.https.removeprefix("https://"), ssl=True, ssl_options={"ca_certs": edge.ca}
+    )
+    assert tc.is_server_live() and tc.is_server_ready()  # health needs no key
+    tensor = triton.InferInput("x", [1, 4], "FP64")
+    tensor.set_data_from_numpy(np.array([list(ROW.values())]))
+    with pytest.raises(InferenceServerException) as refused:
+        tc.infer(name, [tensor])
+    assert refused.value.status() == "401" and "missing API key" in refused.value.message()
+    keyed = {"Authorization": f"Bearer {edge.key}"}
+    # A dict of its own per call: tritonclient adds Inference-Header-Content-Length to it.
+    answer = tc.infer(name, [tensor], headers=dict(keyed))
+    assert answer.as_numpy("predict").tolist() == [b"setosa"]
+    assert tc.get_model_metadata(name, headers=dict(keyed))["name"] == name
+
+    async def kserve_predicts() -> list[str]:
+        config = RESTConfig(protocol="v2", retries=0, verify=edge.tls)
+        tensor = InferInput("x", [1, 4], "FP64")
+        tensor.set_data_from_numpy(np.array([list(ROW.values())]), binary_data=True)
+        async with InferenceRESTClient(config) as kc:
+            answer = await kc.infer(
+                edge.https, InferRequest(name, [tensor]), model_name=name, headers=dict(keyed)
+            )
+        return list(answer.outputs[0].as_numpy().tolist())
+
+    assert asyncio.run(kserve_predicts()) == ["setosa"]
+    body = {
+        "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": list(ROW.values())}]
+    }
+    answer = httpx.post(
+        f"{edge.https}/v2/models/{name}/infer", json=body, headers=keyed, verify=edge.tls
+    )
+    assert answer.headers["x-model-tag"] == iris_model and uuid.UUID(answer.headers["x-request-id"])
+    big = httpx.post(
+        f"{edge.https}/v2/models/{name}/infer",
+        content=b" " * 1_100_000,
+        headers={**keyed, "Content-Type": "application/json"},
+        verify=edge.tls,
+    )
+    assert big.status_code == 413
+    for path in (f"/v2/models/{name}/config", "/v2/models/../metrics", "/V2", "//v2", "/v2/"):
+        outside = httpx.get(f"{edge.https}{path}", headers=keyed, verify=edge.tls)
+        assert outside.status_code == 404 and outside.json()["error"] == "Not Found", path

@@ -238,7 +238,13 @@ def test_head_on_health_routes_oversize_headers_and_other_media_types(layer: Lay
     assert oversize.status_code == 431 and oversize.json()["error"].endswith("more than 16384")
     text = layer.client.post("/predict", content=b"{}", headers={"Content-Type": "text/plain"})
     assert text.status_code == 415 and "application/json" in text.json()["error"]
-    assert layer.app.calls == 1  # neither reached the app
+    packed = layer.client.post(
+        "/predict", content=b"\x1f\x8b", headers={"Content-Encoding": "gzip"}
+    )
+    assert packed.status_code == 415 and "uncompressed" in packed.json()["error"]
+    assert layer.app.calls == 1  # none reached the app
+    plain = {"Content-Encoding": "identity"}
+    assert layer.client.post("/predict", content=b"{}", headers=plain).status_code == 200
     json_utf8 = {"Content-Type": "application/json; charset=utf-8"}
     assert layer.client.post("/predict", content=b"{}", headers=json_utf8).status_code == 200
 

@@ -76,20 +76,30 @@ class Answers:
     def ready(self) -> bool:
         return bool(self._batchers)
 
+    @property
+    def methods(self) -> tuple[Method, ...]:
+        """What the model answers: predict, and predict_proba for a classifier."""
+        return tuple(self._batchers)
+
+    async def predicted(self, method: Method, rows: list[Row], endpoint: str) -> list[Any]:
+        """The answer for valid rows from the method's batcher, its rows counted under
+        ``endpoint``; raises PredictionError (and KeyError for a method not in ``methods``)."""
+        result = await self._batchers[method].answer(rows)
+        self.metrics.predicted(endpoint, len(result))
+        return result
+
     async def answer(self, method: Method, rows: list[Row]) -> tuple[int, bytes]:
         """(status, JSON body) for valid rows."""
-        batcher = self._batchers.get(method)
-        if batcher is None:
+        if method not in self._batchers:
             return 400, error_body(
                 f"model {self.card.model_tag} is a {self.card.task} model; "
                 "it has no class probabilities"
             )
+        endpoint = "/predict" if method == "predict" else "/predict_proba"
         try:
-            result = await batcher.answer(rows)
+            result = await self.predicted(method, rows, endpoint)
         except PredictionError as exc:
             return 422, error_body(str(exc))
-        endpoint = "/predict" if method == "predict" else "/predict_proba"
-        self.metrics.predicted(endpoint, len(result))
         if method == "predict":
             data: dict[str, Any] = {"predictions": result, **self._tail}
         else:

@@ -120,12 +120,21 @@ async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], b
 class Exchange:
     """One request's answer as it passes (see the module's docstring)."""
 
-    def __init__(self, scope: Scope, send: Send, validation: bool = False) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        send: Send,
+        validation: bool = False,
+        always: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         self.downstream = send
+        # Headers every answer made here carries (the served model's tag and run).
+        self.always = always or []
         # The request's headers, read in one pass: what both services' rules look at.
         presented, size = b"", 0
         self.content_length: int | None = None  # None: chunked or no body
         self.content_type: bytes | None = None  # its media type, without parameters
+        self.content_encoding: bytes | None = None
         for name, value in scope["headers"]:
             size += len(name) + len(value)
             if name == b"x-request-id" and _REQUEST_ID.match(value):
@@ -134,6 +143,8 @@ class Exchange:
                 self.content_length = int(value) if value.isdigit() else None
             elif name == b"content-type":
                 self.content_type = media_type(value)
+            elif name == b"content-encoding":
+                self.content_encoding = value.strip().lower()
         self.header_bytes = size
         # The edge's X-Request-ID if it is well-formed, else a new one.
         self.request_id = presented or uuid.uuid4().hex.encode()
@@ -191,6 +202,7 @@ class Exchange:
         headers = [
             (b"content-type", b"application/json"),
             (b"x-request-id", self.request_id),
+            *self.always,
             *(extra or []),
         ]
         await respond(self.downstream, status, headers, error_body(message, [], self.rid))

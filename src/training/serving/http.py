@@ -11,6 +11,7 @@ It does, in one pass (each extra middleware layer costs on every request):
 - HEAD on the health routes, which the edge's checks may use (BentoML answers them 405);
 - the answers of the API routes themselves, once the worker has its model (``Answers``):
   BentoML's request handling behind this layer cost more than half a single-row request;
+  the Open Inference Protocol's /v2 routes likewise (``oip``), under the same rules;
 - metrics by model tag and the access line, for the API routes.
 """
 
@@ -31,14 +32,20 @@ from training.serving.exchange import (
     Scope,
     Send,
     is_json,
+    loggable_path,
     respond,
 )
 from training.serving.keys import KeyStore, presented_key
+from training.serving.metrics import exposition
+from training.serving.oip import OpenInference, Route, route
 
 access_log = logging.getLogger("bentoml.access")
 #: Paths whose requests are logged and counted; health and metrics scrapes are not.
 API_PATHS = frozenset({"/predict", "/predict_proba", "/model"})
 HEALTH_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+#: Bodies an inference of the protocol may come in besides JSON (kserve's client sends its
+#: binary tensors so).
+BINARY = b"application/octet-stream"
 NOT_CANARY = "not in the canary pool: no canary step runs on this instance"
 IN_CANARY = "in the canary pool: it takes only the canary's share of the requests"
 HELD = (
@@ -119,37 +126,52 @@ class ServiceHTTP:
         self.answers = answers
         self.hold_file = hold_file
         self._too_large = f"request body is larger than {max_body_bytes} bytes"
+        self.protocol = OpenInference(answers) if answers is not None else None
+        self._model_headers = self.protocol.model_headers if self.protocol is not None else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "HEAD" and scope["path"] in HEALTH_PATHS:
+        path = scope["path"]
+        where = route(path) if self.protocol is not None else None
+        if scope["method"] == "HEAD" and (
+            path in HEALTH_PATHS or (where is not None and where.method == "GET")
+        ):
             scope = {**scope, "method": "GET"}
             send = _without_body(send)
         started = time.perf_counter()
-        exchange = Exchange(scope, send, validation=scope["path"] in API_PATHS)
+        api = path in API_PATHS or where is not None
+        exchange = Exchange(scope, send, path in API_PATHS, self._model_headers if api else None)
         try:
-            await self._answer(scope, receive, exchange)
+            await self._answer(scope, receive, exchange, where)
         finally:
-            if scope["path"] in API_PATHS:
-                self._record(scope, exchange, time.perf_counter() - started)
+            endpoint = path if path in API_PATHS else where.template if where else None
+            if endpoint is not None:
+                self._record(scope, exchange, time.perf_counter() - started, endpoint)
 
-    async def _answer(self, scope: Scope, receive: Receive, exchange: Exchange) -> None:
+    async def _answer(
+        self, scope: Scope, receive: Receive, exchange: Exchange, where: Route | None
+    ) -> None:
         oversize = exchange.oversize()
         if oversize is not None:
             await exchange.refuse(431, oversize)
             return
-        if scope["path"] == "/readyz":
-            refusal = self._out_of_pool(scope.get("query_string", b""))
-            if refusal is not None:
+        if scope["path"] == "/readyz" or (where is not None and where.action == "ready"):
+            query = scope.get("query_string", b"") if where is None else b""
+            refusal = self._out_of_pool(query)
+            # The protocol's readiness is the instance's: held out (starting, draining) or
+            # not; a canary step's pools are the edge's business only.
+            if refusal is not None and (where is None or refusal == HELD):
                 await exchange.refuse(503, refusal)
                 return
-        media = exchange.content_type  # none given: read as JSON
-        if scope["method"] == "POST" and media is not None and not is_json(media):
-            await exchange.refuse(415, "send the body as Content-Type: application/json")
+        refusal = self._refused_body(scope["method"], exchange, where)
+        if refusal is not None:
+            await exchange.refuse(415, refusal)
             return
-        if self.keys is not None and scope["path"] in API_PATHS:
+        if self.keys is not None and (
+            scope["path"] in API_PATHS or (where is not None and where.keyed)
+        ):
             refusal = self._check_key(scope)
             if refusal is not None:
                 await exchange.refuse(401, refusal, [(b"www-authenticate", b"Bearer")])
@@ -167,14 +189,39 @@ class ServiceHTTP:
                 except BodyTooLarge:
                     await exchange.refuse(413, self._too_large)
                     return
-            await self._direct(scope, receive, send)
+            await self._direct(scope, receive, send, where)
 
         await exchange.run(limited, scope, receive, self.timeout_s)
 
-    async def _direct(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @staticmethod
+    def _refused_body(method: str, exchange: Exchange, where: Route | None) -> str | None:
+        """Why a POST body's media type or encoding is refused (415), or None."""
+        if method != "POST":
+            return None
+        if exchange.content_encoding not in (None, b"identity"):
+            return "send the body uncompressed (no Content-Encoding)"
+        media = exchange.content_type  # none given: read as JSON
+        if media is None or is_json(media) or (where is not None and media == BINARY):
+            return None
+        if where is not None:
+            return f"send the body as Content-Type: application/json (or {BINARY.decode()})"
+        return "send the body as Content-Type: application/json"
+
+    async def _direct(
+        self, scope: Scope, receive: Receive, send: Send, where: Route | None = None
+    ) -> None:
         """The API routes answered here when the model is loaded; all else by BentoML."""
         answers, path, method = self.answers, scope["path"], scope["method"]
-        if answers is None or not answers.ready:
+        if where is not None and self.protocol is not None:  # answered, loaded or not
+            body = await _read(receive) if method == "POST" else b""
+            status, headers, payload = await self.protocol.answer(
+                where, method, scope["headers"], body
+            )
+            await respond(send, status, headers, payload)
+        elif path == "/metrics" and answers is not None and method == "GET":
+            page, media = await exposition()  # BentoML's own route is off (see metrics.py)
+            await respond(send, 200, [(b"content-type", media)], page)
+        elif answers is None or not answers.ready:
             await self.app(scope, receive, send)
         elif method == "POST" and path in ENDPOINTS:
             status, body = await answers.parsed(ENDPOINTS[path], await _read(receive))
@@ -210,17 +257,17 @@ class ServiceHTTP:
             return HELD
         return NOT_CANARY if wanted == "canary" else IN_CANARY
 
-    def _record(self, scope: Scope, exchange: Exchange, elapsed: float) -> None:
-        """Metrics and the access-log line of an API request."""
-        path = scope["path"]  # one of API_PATHS
-        self.observe(path, exchange.status, elapsed)
+    def _record(self, scope: Scope, exchange: Exchange, elapsed: float, endpoint: str) -> None:
+        """Metrics (labelled by ``endpoint``, the route) and the access-log line of an API
+        request."""
+        self.observe(endpoint, exchange.status, elapsed)
         if self.access_log_enabled:
             client = scope.get("client")
             access_log.info(
                 "%s %s %s %d %.2fms request_id=%s model=%s",
                 client[0] if client else "-",
                 scope["method"],
-                path,
+                loggable_path(scope),
                 exchange.status,
                 elapsed * 1000,
                 exchange.rid,

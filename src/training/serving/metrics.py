@@ -1,6 +1,10 @@
 """Prometheus metrics of the prediction service, labelled by model tag (served on /metrics).
 
 Made with ``bentoml.metrics`` so BentoML's multi-process collection sums every worker.
+``ServiceHTTP`` answers /metrics itself (``exposition``): BentoML's own request metrics are
+off (src/service.py), because they label every request by the path as the client wrote it,
+so each made-up path (a /v2 model name, say, sent through the edge before any key is
+checked) would be a new series for as long as the server runs. Ours label the route.
 """
 
 from __future__ import annotations
@@ -11,6 +15,16 @@ import bentoml
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+async def exposition() -> tuple[bytes, bytes]:
+    """The /metrics page of every worker, summed, and its content type."""
+    from anyio.to_thread import run_sync
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    client = BentoMLContainer.metrics_client.get()
+    page: bytes = await run_sync(client.generate_latest)  # reads every worker's files
+    return page, str(client.CONTENT_TYPE_LATEST).encode()
 
 
 class ServiceMetrics:
