@@ -10,7 +10,7 @@ Models (trained into a temporary BentoML home with `training train`):
   forest    RandomForest(100 trees) on make_classification(20000, 20 features, random_state=0)
   boosting  HistGradientBoosting on the same data
 Servers, started one at a time, each alone on the machine, 1 worker:
-  ours       src/service.py as shipped (`bentoml serve service:Prediction`, default settings)
+  ours       the built bento, as ops run it (`training build`, then `bentoml serve prediction:V`)
   idiomatic  a plain @bentoml.service with one @bentoml.api predict on a numpy array
   batchable  the same with @bentoml.api(batchable=True): BentoML's own adaptive batching
   mlflow     `mlflow models serve` (MLflow 3.17, 1 worker) of the same fitted pipeline, in a venv

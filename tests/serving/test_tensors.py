@@ -65,6 +65,20 @@ def test_reads_what_tritonclient_writes(array: np.ndarray, binary: bool) -> None
         assert tensor.values == expected
 
 
+def test_a_repeated_binary_header_reads_each_bodys_own_data() -> None:
+    """The validated header is kept by its bytes: the data after it is read anew each time,
+    and another header is not taken for it."""
+    first, size = tritonclient_body({"x": np.array([1.0, 2.0, 3.0])}, True)
+    second, same = tritonclient_body({"x": np.array([7.0, 8.0, 9.0])}, True)
+    assert size == same and first[:size] == second[:size]  # one header, other data
+    assert read(first, size)[1][0].values == [1.0, 2.0, 3.0]
+    assert read(second, size)[1][0].values == [7.0, 8.0, 9.0]
+    wider, wide = tritonclient_body({"x": np.array([1.0, 2.0, 3.0, 4.0])}, True)
+    assert read(wider, wide)[1][0].values == [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(TensorError, match="runs past the end"):
+        read(second[:-8], size)  # the same header over too little data
+
+
 def test_nested_json_data_is_read_flat_in_row_major_order() -> None:
     head = {
         "inputs": [{"name": "m", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3, 4]]}]
