@@ -184,52 +184,63 @@ def _malformed(exc: ValidationError, length: int | None) -> TensorError:
 
 def _values(item: RequestInput, tail: bytes, offset: int, binary: bool) -> tuple[list[Any], int]:
     """One input's flat values and where the next binary part starts."""
-    datatype, data = item["datatype"], item.get("data")
-    parameters = item.get("parameters")
-    size = parameters.get("binary_data_size") if parameters else None
-    what = f"input '{item['name']}'"
+    datatype, data, parameters = item["datatype"], item.get("data"), item.get("parameters")
     if datatype not in KNOWN:
         raise TensorError(
-            f"{what}: unknown datatype {datatype!r}; the protocol's are " + ", ".join(DATATYPES)
+            f"{_what(item)}: unknown datatype {datatype!r}; the protocol's are "
+            + ", ".join(DATATYPES)
         )
-    others = parameters or {}  # besides binary_data_size: looked through only when there
-    if (size is None or len(others) > 1) and any(k.startswith("shared_memory") for k in others):
-        raise TensorError(f"{what}: shared memory is not supported; send the data in the body")
+    size = None
+    if parameters:  # binary_data_size, perhaps shared memory (refused), or anything else
+        size = parameters.get("binary_data_size")
+        if (size is None or len(parameters) > 1) and any(
+            k.startswith("shared_memory") for k in parameters
+        ):
+            raise TensorError(
+                f"{_what(item)}: shared memory is not supported; send the data in the body"
+            )
     count = math.prod(item["shape"])
     if size is None:
         if data is None:
-            raise TensorError(f"{what} has no data (nor a binary_data_size)")
-        values = _flat(data, what)
+            raise TensorError(f"{_what(item)} has no data (nor a binary_data_size)")
+        values = data if type(data) is list and (not data or type(data[0]) is not list) else None
+        values = _flat(data, item) if values is None else values  # nested, or not an array
         if len(values) != count:
             raise TensorError(
-                f"{what}: shape {item['shape']} holds {count} elements, its data {len(values)}"
+                f"{_what(item)}: shape {item['shape']} holds {count} elements, its data "
+                f"{len(values)}"
             )
         return values, offset
     if data is not None:
-        raise TensorError(f"{what} has both data and a binary_data_size")
+        raise TensorError(f"{_what(item)} has both data and a binary_data_size")
     if not binary:
         raise TensorError(
-            f"{what} declares binary_data_size but the request has no "
+            f"{_what(item)} declares binary_data_size but the request has no "
             "Inference-Header-Content-Length header"
         )
     if type(size) is not int or size < 0:
-        raise TensorError(f"{what}: binary_data_size must be a byte count")
+        raise TensorError(f"{_what(item)}: binary_data_size must be a byte count")
     if offset + size > len(tail):
         raise TensorError(
-            f"{what}: binary_data_size {size} runs past the end of the body "
+            f"{_what(item)}: binary_data_size {size} runs past the end of the body "
             f"({len(tail) - offset} bytes left)"
         )
-    return _decode(datatype, count, tail[offset : offset + size], what), offset + size
+    return _decode(datatype, count, tail[offset : offset + size], item), offset + size
 
 
-def _flat(data: Any, what: str) -> list[Any]:
+def _what(item: RequestInput) -> str:
+    """How an error names the input (made only when there is an error to say)."""
+    return f"input '{item['name']}'"
+
+
+def _flat(data: Any, item: RequestInput) -> list[Any]:
     """JSON data, nested or flat, as one flat list (row-major)."""
     if not isinstance(data, list):
-        raise TensorError(f"{what}: data must be an array")
+        raise TensorError(f"{_what(item)}: data must be an array")
     if not data or not isinstance(data[0], list):
         # The usual case: flat (a list further in is no number, and the row type says so).
         return data
-    return _flat_in_order(data, what)
+    return _flat_in_order(data, _what(item))
 
 
 def _flat_in_order(data: list[Any], what: str, depth: int = 0) -> list[Any]:
@@ -244,13 +255,13 @@ def _flat_in_order(data: list[Any], what: str, depth: int = 0) -> list[Any]:
     return flat
 
 
-def _decode(datatype: str, count: int, raw: bytes, what: str) -> list[Any]:
+def _decode(datatype: str, count: int, raw: bytes, item: RequestInput) -> list[Any]:
     if datatype == "BYTES":
-        return _decode_bytes(count, raw, what)
+        return _decode_bytes(count, raw, _what(item))
     code, width = CODES[datatype], WIDTHS[datatype]
     if len(raw) != count * width:
         raise TensorError(
-            f"{what}: {count} {datatype} elements take {count * width} bytes; "
+            f"{_what(item)}: {count} {datatype} elements take {count * width} bytes; "
             f"binary_data_size says {len(raw)}"
         )
     values = struct.unpack(f"<{count}{code}", raw)
