@@ -37,6 +37,8 @@ ONE_CPU = {
     "LOKY_MAX_CPU_COUNT": "1",
 }
 _PR_SET_PDEATHSIG = 1
+#: The signals that end a job: Ctrl-C, a stop or a cancel (SIGTERM), the service's death.
+_STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
 
 
 def command(run_id: str) -> list[str]:
@@ -78,12 +80,20 @@ def run_queued(run_id: str, settings: Settings, store: RunStore, report: Reporte
     run = store.get_run(run_id)
     if run.status != RunStatus.QUEUED or run.request is None:
         raise Conflict(f"run {run_id} is {run.status}, not a queued run")
-    store.start_queued(run_id, provenance())  # RUNNING from here: every way out is recorded
-    store.set_progress(run_id, "loading", 0.02)
-    report("loading", 0.02)
-    with recorded(store, run_id):
-        checked = plan(TrainRequest.model_validate(run.request), settings)
-    return execute(checked, store, report, run_id)
+    # RUNNING from start_queued on, so every way out from there must be recorded: a stop or
+    # the service's death is held back until ``recorded`` watches (one landing between the
+    # commit and the ``with`` left the run RUNNING with nobody alive to end it, seen in CI).
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        store.start_queued(run_id, provenance())
+        with recorded(store, run_id):
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a pending stop lands in here
+            store.set_progress(run_id, "loading", 0.02)
+            report("loading", 0.02)
+            checked = plan(TrainRequest.model_validate(run.request), settings)
+            return execute(checked, store, report, run_id)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def run(run_id: str, settings: Settings, report: Reporter) -> TrainResult:

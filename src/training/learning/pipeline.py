@@ -104,6 +104,8 @@ def recorded(store: RunStore, run_id: str) -> Iterator[_Artefact]:
     try:
         yield artefact
     except BaseException as exc:
+        if isinstance(exc, TrainingFailed) and exc.run_id == run_id:
+            raise  # recorded already, by a ``recorded`` inside this one
         status, error = ending(exc)
         _abandon(store, run_id, status, error, artefact.model_tag)
         if isinstance(exc, Exception):
