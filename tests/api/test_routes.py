@@ -5,12 +5,17 @@ protocol (jobs never run here; ``test_api.py`` runs real ones)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from socket import gethostname as hostname
 from typing import Any
 
 import pytest
 from inprocess import CSV, QUICK, Api, open_api
+from sqlalchemy import update
+
+from training.store.tables import Run
 
 
 def test_a_submission_is_queued_recorded_and_located(api: Api) -> None:
@@ -310,7 +315,34 @@ def test_each_bad_sweep_is_a_400_naming_the_field(
 
 def test_a_sweep_larger_than_the_queue_has_room_for_is_refused_whole(env: Path) -> None:
     with open_api(env, training_max_queued=3) as api:
+        # Larger than the queue can ever hold: a 400 (retrying would never help)...
         grid = {"max_depth": [1, 2, 3, 4]}
-        refused = api.client.post("/sweeps", json={**QUICK, "model": "random_forest", "grid": grid})
-        assert refused.status_code == 429 and "TRAINING_MAX_QUEUED" in refused.json()["error"]
-        assert api.client.get("/runs").json()["runs"] == []
+        never = api.client.post("/sweeps", json={**QUICK, "model": "random_forest", "grid": grid})
+        assert never.status_code == 400 and "TRAINING_MAX_QUEUED" in never.json()["error"]
+        assert never.json()["detail"][0]["field"] == "grid"
+        # ... and larger than the room left now: a 429 with Retry-After.
+        assert api.client.post("/runs", json=QUICK).status_code == 202
+        grid = {"max_depth": [1, 2, 3]}
+        later = api.client.post("/sweeps", json={**QUICK, "model": "random_forest", "grid": grid})
+        assert later.status_code == 429 and "TRAINING_MAX_QUEUED" in later.json()["error"]
+        assert len(api.client.get("/runs").json()["runs"]) == 1
+
+
+def test_a_sweep_run_by_a_training_sweep_process_is_not_cancelled_behind_its_back(
+    api: Api,
+) -> None:
+    """Its runs are that process's: the API says where to stop it, and marks nothing."""
+    body = {**QUICK, "model": "random_forest", "grid": {"max_depth": [1, 2]}}
+    sweep_id = api.client.post("/sweeps", json=body).json()["sweep_id"]
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        with api.store.db.write() as session:
+            where = Run.sweep_id == sweep_id
+            session.execute(update(Run).where(where).values(owner=f"{hostname()}:{owner.pid}"))
+        refused = api.client.post(f"/sweeps/{sweep_id}/cancel")
+        assert refused.status_code == 409 and "training sweep" in refused.json()["error"]
+        assert api.client.get(f"/sweeps/{sweep_id}").json()["status"] == "QUEUED"
+    finally:
+        owner.kill()
+        owner.wait()
+    assert api.client.post(f"/sweeps/{sweep_id}/cancel").json()["status"] == "KILLED"  # it died

@@ -4,6 +4,7 @@ event loop changes (the Prometheus gauges read it there while store checks run i
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from training.errors import Busy
+from training.errors import Busy, Conflict
 from training.jobs.executor import LocalProcessExecutor
 from training.store import revision
 from training.store.db import Database
@@ -117,3 +118,94 @@ def test_lost_workers_of_a_previous_service_are_forgotten_on_the_event_loop_only
     assert (free, after) == (4, [])
     for run in store.get_runs(ids):
         assert run.status == RunStatus.FAILED and "worker lost" in (run.error or "")
+
+
+def test_a_launch_that_fails_leaves_the_run_waiting_first_in_line(
+    store: GatedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy store or a cluster that does not answer while a run is launched: the run waits
+    on (it is neither lost from the queue nor left QUEUED with nobody to run it)."""
+    first, second = queued_run(store), queued_run(store)
+    launched: list[str] = []
+    failures = iter([True])
+
+    async def launch(self: LocalProcessExecutor, run_id: str) -> None:
+        if next(failures, False):
+            raise OSError("the store is busy")
+        launched.append(run_id)
+
+    monkeypatch.setattr(LocalProcessExecutor, "_launch", launch)
+
+    async def scenario() -> None:
+        executor = executor_for(store, tmp_path)
+        await executor.start()  # takes both up from the store, in order
+        try:
+            for _ in range(100):
+                if len(launched) == 2:
+                    break
+                await asyncio.sleep(0.05)  # the dispatcher tries again within 2 s
+        finally:
+            await executor.shutdown(0)
+
+    asyncio.run(scenario())
+    assert launched == [first, second]
+
+
+def test_a_waiting_run_nobody_runs_is_cancelled_at_once(store: GatedStore, tmp_path: Path) -> None:
+    store = RunStore(store.db)  # reads not held back
+    run_id = queued_run(store)  # recorded, but not in this executor's queue
+
+    async def scenario() -> RunStatus:
+        executor = executor_for(store, tmp_path)
+        return await executor.cancel(run_id)
+
+    assert asyncio.run(scenario()) == RunStatus.KILLED
+    assert store.get_run(run_id).error == "cancelled before it started"
+
+
+def owned_run(store: RunStore, owner: str) -> str:
+    run_id = queued_run(store)
+    with store.db.write() as session:
+        session.execute(update(Run).where(Run.id == run_id).values(owner=owner))
+    return run_id
+
+
+def test_a_service_leaves_a_live_training_sweep_its_own_runs(
+    store: GatedStore, tmp_path: Path
+) -> None:
+    """The runs a `training sweep` queues are its own while it lives: a service starting
+    meanwhile neither runs them nor cancels them; those of a sweep that died it takes up."""
+    store = RunStore(store.db)  # reads not held back
+    sweep = subprocess.Popen(["sleep", "60"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    theirs = owned_run(store, f"{host}:{sweep.pid}")
+    orphan = owned_run(store, f"{host}:{dead.pid}")
+    elsewhere = owned_run(store, f"another-host:{sweep.pid}")
+    ours = queued_run(store)
+
+    async def scenario() -> tuple[int, str]:
+        executor = executor_for(store, tmp_path, max_jobs=1)
+        executor._free_slots = _none  # type: ignore[method-assign]
+        await executor.start()
+        try:
+            queued = executor.status().queued
+            with pytest.raises(Conflict, match="run by `training sweep`"):
+                await executor.cancel(theirs)
+            return queued, (await executor.cancel(orphan)).value
+        finally:
+            await executor.shutdown(0)
+
+    try:
+        queued, cancelled = asyncio.run(scenario())
+    finally:
+        sweep.kill()
+        sweep.wait()
+    assert queued == 2  # the orphan and ours, not the live sweep's nor the other host's
+    assert cancelled == "KILLED"
+    assert {store.get_run(r).status for r in (theirs, elsewhere, ours)} == {RunStatus.QUEUED}
+
+
+async def _none() -> int:
+    return 0  # no free slot: what is queued stays queued for the test to look at

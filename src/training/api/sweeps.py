@@ -13,7 +13,8 @@ from training.api.deps import CallerDep, Context, ContextDep, json_body
 from training.api.errors import responses
 from training.api.runs import network_dataset
 from training.api.schemas import SweepList, SweepSubmitted, json_response
-from training.errors import Conflict
+from training.errors import Conflict, UserError
+from training.jobs.queue import owned_elsewhere
 from training.learning.sweeps import SweepRequest, plan_sweep
 from training.store.records import SweepInfo
 
@@ -35,6 +36,12 @@ async def start_sweep(
     settings = context.settings
     async with context.submitting:
         plan = await run_sync(plan_sweep, body, settings, settings.training_sweep_max_runs)
+        if len(plan.runs) > settings.training_max_queued:  # would wait for a room never made
+            raise UserError(
+                f"the sweep makes {len(plan.runs)} runs; at most {settings.training_max_queued} "
+                "may wait in the queue (TRAINING_MAX_QUEUED): ask for fewer",
+                field="samples" if body.samples else "grid",
+            )
         context.executor.has_room(len(plan.runs))
         sweep_id, run_ids = await run_sync(context.sweeps.create, plan.recorded_as(caller))
         for run_id in run_ids:
@@ -62,7 +69,9 @@ async def stop_sweep(context: Context, sweep_id: str) -> None:
     """Cancel every run of the sweep not ended yet (waiting ones KILLED at once, running ones
     within seconds) and mark the sweep KILLED; Conflict when all of them had ended. A run that
     ends on its own meanwhile is no error. The API's cancel and the dashboard's button."""
-    open_runs = await run_sync(context.sweeps.request_cancel, sweep_id)
+    open_runs = await run_sync(
+        context.sweeps.request_cancel, sweep_id, lambda owner: not owned_elsewhere(owner)
+    )
     results = await asyncio.gather(
         *(context.executor.cancel(run_id) for run_id in open_runs), return_exceptions=True
     )

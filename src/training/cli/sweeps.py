@@ -107,6 +107,7 @@ async def _run(store: Any, sweeps: Sweeps, settings: Any, plan: SweepPlan) -> st
     from anyio.to_thread import run_sync
 
     from training.jobs.factory import make_executor
+    from training.jobs.queue import this_process
 
     executor = make_executor(store, settings, recover=False)
     main = asyncio.current_task()
@@ -114,7 +115,7 @@ async def _run(store: Any, sweeps: Sweeps, settings: Any, plan: SweepPlan) -> st
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     await executor.start()
     try:
-        sweep_id, runs = await run_sync(sweeps.create, plan.recorded_as(caller()))
+        sweep_id, runs = await run_sync(sweeps.create, plan.recorded_as(caller(), this_process()))
     except BaseException:
         await executor.shutdown(0)
         raise

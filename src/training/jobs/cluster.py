@@ -27,7 +27,7 @@ from distributed.scheduler import KilledWorker
 
 from training.errors import Conflict, NotFound, TrainingFailed, Unavailable, UserError
 from training.jobs import remote
-from training.jobs.queue import CANCEL_GRACE_S, JobListener, QueuedExecutor
+from training.jobs.queue import CANCEL_GRACE_S, JobListener, QueuedExecutor, owned_elsewhere
 from training.learning.data import source_of
 from training.learning.pipeline import ERROR_MAX, record, recorded
 from training.store.records import RunInfo, RunStatus
@@ -86,7 +86,7 @@ class ClusterExecutor(QueuedExecutor):
             return []
         for run in await run_sync(self._sent_runs):
             await self._take_up(run)
-        return await run_sync(self.store.queued)
+        return await run_sync(self.store.queued, lambda owner: not owned_elsewhere(owner))
 
     async def _free_slots(self) -> int:
         return len(await self._workers()) - len(self._futures)
@@ -106,25 +106,36 @@ class ClusterExecutor(QueuedExecutor):
         except UserError as exc:  # its upload vanished meanwhile
             await self._finish(run_id, RunStatus.FAILED, exc.message)
             return
-        offered = max(
-            (w.get("resources", {}).get("cpus", 1) for w in (await self._workers()).values()),
-            default=0,
-        )
+        offered = max((w["resources"]["cpus"] for w in (await self._workers()).values()), default=0)
         if job.cpus > offered:
             error = f"it asks for {job.cpus} CPUs (n_jobs); no worker offers that many (--cpus)"
             await self._finish(run_id, RunStatus.FAILED, error)
             return
-        await run_sync(lambda: self.store.start_queued(run_id, None))
-        future = self.client.submit(
-            remote.run_job,
-            job,
-            key=remote.task_key(run_id),
-            resources={"cpus": job.cpus},
-            pure=False,
-            retries=0,
-        )
-        fire_and_forget(future)  # runs on when this service stops; taken up at its next start
-        self._follow(run_id, future)
+        # Started and sent as one step, which a stop (SIGTERM) does not cut in two: a run
+        # recorded RUNNING is on the cluster, or FAILED saying why it could not be sent.
+        await asyncio.shield(asyncio.ensure_future(self._start_and_submit(job)))
+
+    async def _start_and_submit(self, job: remote.Job) -> None:
+        run_id = job.run_id
+        try:
+            await run_sync(lambda: self.store.start_queued(run_id, None))
+        except Conflict:  # cancelled meanwhile
+            return
+        try:
+            future = self.client.submit(
+                remote.run_job,
+                job,
+                key=remote.task_key(run_id),
+                resources={"cpus": job.cpus},
+                pure=False,
+                retries=0,
+            )
+            fire_and_forget(future)  # runs on when this service stops; taken up at next start
+        except Exception as exc:  # noqa: BLE001 - recorded as the run's failure
+            await self._finish(run_id, RunStatus.FAILED, f"could not be sent to the cluster: {exc}")
+            return
+        if not self._closing:  # a stopping service leaves it to the cluster and its next start
+            self._follow(run_id, future)
 
     async def _stop_running(self, run: RunInfo) -> None:
         for _ in range(200):  # being sent: a moment until it is followed
@@ -171,9 +182,11 @@ class ClusterExecutor(QueuedExecutor):
         return remote.Job(run_id, run.request, source, run.experiment, remote.cpus_for(params))
 
     async def _workers(self) -> dict[str, Any]:
+        """The cluster's `training worker`s: those that offer CPUs (a plain `dask worker`
+        offers none, and a job sent to it would wait there for ever)."""
         identity = await self.client.scheduler.identity()
         workers: dict[str, Any] = identity["workers"]
-        return workers
+        return {a: w for a, w in workers.items() if "cpus" in (w.get("resources") or {})}
 
     def _follow(self, run_id: str, future: Future) -> None:
         self._futures[run_id] = future
@@ -198,17 +211,24 @@ class ClusterExecutor(QueuedExecutor):
         except Exception as exc:  # the scheduler went away, or its outcome never came
             log.warning("run %s: its outcome could not be fetched", run_id, exc_info=True)
             outcome = {"error": f"the cluster lost it: {type(exc).__name__}: {exc}"}
+        recorded_end = False
         try:
             await self._record(run_id, outcome)
+            recorded_end = True
         except Exception:  # never lose the slot over a bookkeeping failure
             log.exception("run %s: recording its end failed", run_id)
-            await self._finish(
-                run_id, RunStatus.FAILED, "recording its outcome failed; see the log"
-            )
+            with contextlib.suppress(Exception):  # the store may be down: taken up at next start
+                await self._finish(
+                    run_id, RunStatus.FAILED, "recording its outcome failed; see the log"
+                )
+                recorded_end = True
+            started = self._started_at.pop(run_id, time.monotonic())
+            self._ended(RunStatus.FAILED, time.monotonic() - started)
         finally:
             self._futures.pop(run_id, None)
             self._followers.pop(run_id, None)
-            self._forget(run_id)
+            if recorded_end:  # else its outcome stays on the scheduler for the next start
+                self._forget(run_id)
 
     async def _record(self, run_id: str, outcome: dict[str, Any]) -> None:
         reason = self._stop_reason.pop(run_id, None)
@@ -275,8 +295,13 @@ class ClusterExecutor(QueuedExecutor):
             self.store.set_progress(run_id, str(msg["stage"]), float(msg["fraction"]))
 
     def _sent_runs(self) -> list[RunInfo]:
-        """(In a thread.) Runs a service sent to the cluster (running, no local process)."""
-        return [run for run in self.store.running() if run.request is not None and run.pid is None]
+        """(In a thread.) Runs a service sent to the cluster (running, no local process), and
+        not another live process's (a `training sweep` running its own)."""
+        return [
+            run
+            for run in self.store.running()
+            if run.request is not None and run.pid is None and not owned_elsewhere(run.owner)
+        ]
 
     async def _take_up(self, run: RunInfo) -> None:
         """After a restart: follow a sent run the cluster still has, record one it finished."""

@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+import psutil
 from anyio.to_thread import run_sync
 
 from training.errors import Busy, Conflict
@@ -33,6 +36,31 @@ CANCEL_GRACE_S = 10.0
 class ExecutorStatus:
     queued: int
     running: list[str]
+
+
+def this_process() -> str:
+    """How a `training sweep` process names itself as the owner of the runs it queues."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owned_elsewhere(owner: str | None) -> bool:
+    """Is a run someone else's to run: a `training sweep` process that is alive, or on
+    another host (where this one cannot tell)? Runs of no owner, or of one that has died,
+    are the training service's to take up."""
+    if owner is None or owner == this_process():
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    return psutil.pid_exists(int(pid))
+
+
+def cancel_elsewhere(run: RunInfo) -> Conflict:
+    """The answer to a cancel of a run another process queues and runs."""
+    return Conflict(
+        f"run {run.id} is run by `training sweep` ({run.owner}); stop it there (Ctrl-C) or "
+        "cancel it from that process's host"
+    )
 
 
 class JobListener(Protocol):
@@ -102,14 +130,26 @@ class QueuedExecutor:
         run = await run_sync(self.store.get_run, run_id)
         if run.status.ended:
             raise Conflict(f"run {run_id} has ended already ({run.status})")
-        if run_id in self._queue:
-            self._queue.remove(run_id)
-            await run_sync(
-                lambda: self.store.finish(
-                    run_id, RunStatus.KILLED, error="cancelled before it started"
+        if run.status == RunStatus.QUEUED and owned_elsewhere(run.owner):
+            raise cancel_elsewhere(run)
+        if run_id in self._queue or run.status == RunStatus.QUEUED:
+            # Waiting here, or waiting with nobody to run it: KILLED at once either way.
+            with contextlib.suppress(ValueError):
+                self._queue.remove(run_id)
+            try:
+                await run_sync(
+                    lambda: self.store.finish(
+                        run_id,
+                        RunStatus.KILLED,
+                        error="cancelled before it started",
+                        waiting_only=True,
+                    )
                 )
-            )
-            return RunStatus.KILLED
+                return RunStatus.KILLED
+            except Conflict:  # it started meanwhile: stop it as a running one
+                run = await run_sync(self.store.get_run, run_id)
+        if owned_elsewhere(run.owner):
+            raise cancel_elsewhere(run)
         await self._stop_running(run)
         # It may have finished on its own while it was being stopped.
         return (await run_sync(self.store.get_run, run_id)).status
@@ -163,7 +203,13 @@ class QueuedExecutor:
             try:
                 # Re-check the queue after the await: a cancel may have emptied it meanwhile.
                 if self._queue and await self._free_slots() > 0 and self._queue:
-                    await self._launch(self._queue.popleft())
+                    run_id = self._queue.popleft()
+                    try:
+                        await self._launch(run_id)
+                    except Exception:
+                        # Not launched (a busy store, the cluster's answer): it waits on, first.
+                        self._queue.appendleft(run_id)
+                        raise
                     continue
             except Exception:  # the store, the OS or the cluster failed: log, wait, try again
                 log.exception("job dispatcher: retrying in 2 s")

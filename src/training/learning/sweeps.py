@@ -174,8 +174,9 @@ class SweepPlan:
     goal: str  # "max" or "min"
     runs: list[NewRun]
 
-    def recorded_as(self, requested_by: str | None) -> NewSweep:
-        """The sweep's record, its runs with it."""
+    def recorded_as(self, requested_by: str | None, owner: str | None = None) -> NewSweep:
+        """The sweep's record, its runs with it; ``owner``: the process that runs them (a
+        `training sweep`), none for the training service's queue."""
         return NewSweep(
             experiment=self.experiment,
             dataset=self.request.dataset,
@@ -183,7 +184,7 @@ class SweepPlan:
             metric=self.metric,
             goal=self.goal,
             request=self.request.model_dump(mode="json"),
-            runs=self.runs,
+            runs=[run.model_copy(update={"owner": owner}) for run in self.runs],
             requested_by=requested_by,
         )
 

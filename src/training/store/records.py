@@ -117,6 +117,11 @@ class RunInfo(Record):
         default=None, description="The cluster worker that ran it (its name); none for a local job."
     )
     sweep: str | None = Field(default=None, description="The sweep this run belongs to.")
+    owner: str | None = Field(
+        default=None,
+        description="Who queues and runs it: a `training sweep` process (host:pid), or none "
+        "(the training service).",
+    )
     params: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
@@ -194,6 +199,7 @@ class NewRun(Record):
     status: RunStatus = RunStatus.RUNNING
     request: dict[str, Any] | None = None
     sweep: str | None = None
+    owner: str | None = None  # see RunInfo.owner
 
 
 class RunPage(Record):

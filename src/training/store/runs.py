@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,6 +89,7 @@ def _run_info(
         host=run.host,
         worker=run.worker,
         sweep=run.sweep_id,
+        owner=run.owner,
         params=params,
         metrics=metrics,
         tags=tags,
@@ -141,6 +142,7 @@ def insert_run(session: Session, new: NewRun) -> str:
             stage="queued" if queued else "starting",
             progress=0.0,
             sweep_id=new.sweep,
+            owner=new.owner,
         )
     )
     session.flush()
@@ -168,6 +170,7 @@ class RunStore:
         status: RunStatus = RunStatus.RUNNING,
         request: dict[str, Any] | None = None,
         sweep: str | None = None,
+        owner: str | None = None,
     ) -> str:
         """A new run: RUNNING in this process (the CLI), or QUEUED with its request (the API)."""
         new = NewRun(
@@ -181,6 +184,7 @@ class RunStore:
             status=status,
             request=request,
             sweep=sweep,
+            owner=owner,
         )
         with self.db.write() as session:
             return insert_run(session, new)
@@ -215,15 +219,15 @@ class RunStore:
                 )
             )
 
-    def queued(self) -> list[str]:
-        """Waiting runs, in submission order."""
+    def queued(self, taken: Callable[[str | None], bool] = lambda owner: True) -> list[str]:
+        """Waiting runs, in submission order; ``taken``: which owners' runs to hand out."""
         with self.db.read() as session:
             query = (
-                select(Run.id)
+                select(Run.id, Run.owner)
                 .where(Run.status == RunStatus.QUEUED)
                 .order_by(Run.submitted_at, Run.id)
             )
-            return list(session.scalars(query))
+            return [run_id for run_id, owner in session.execute(query) if taken(owner)]
 
     def running(self) -> list[RunInfo]:
         with self.db.read() as session:
@@ -294,10 +298,12 @@ class RunStore:
         model_tag: str | None = None,
         model_name: str | None = None,
         evaluation: Evaluation | None = None,
+        waiting_only: bool = False,
     ) -> None:
         """End a run. A FINISHED run with a model registers its version in the same transaction,
         so a run is never finished without its model version, nor a version left without it;
-        its held-out ``evaluation`` is recorded in that transaction too."""
+        its held-out ``evaluation`` is recorded in that transaction too. ``waiting_only``: end
+        it only if it is still QUEUED (Conflict once it has started)."""
         status = RunStatus(status)
         if not status.ended:
             raise ValueError(f"not a terminal status: {status}")
@@ -310,6 +316,8 @@ class RunStore:
                 raise NotFound(f"no run {run_id}")
             if RunStatus(run.status).ended:
                 raise Conflict(f"run {run_id} has ended already ({run.status})")
+            if waiting_only and run.status != RunStatus.QUEUED:
+                raise Conflict(f"run {run_id} has started already")
             run.status, run.end_time, run.error = status, now, error
             run.stage = status.lower()
             if status == RunStatus.FINISHED:

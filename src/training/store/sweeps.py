@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,16 +89,30 @@ class Sweeps:
             ]
         return sweep_id, run_ids
 
-    def request_cancel(self, sweep_id: str) -> list[str]:
+    def request_cancel(
+        self, sweep_id: str, taken: Callable[[str | None], bool] = lambda owner: True
+    ) -> list[str]:
         """Mark the sweep cancelled; the ids of its runs that have not ended (to stop).
-        Conflict when every run has ended already."""
+        Conflict when every run has ended already, or when they are run by an owner that
+        ``taken`` refuses (a live `training sweep`: it is stopped where it runs)."""
         with self.db.write() as session:
             sweep = session.get(Sweep, self._resolve(session, sweep_id), with_for_update=True)
             assert sweep is not None
-            rows = session.execute(select(Run.id, Run.status).where(Run.sweep_id == sweep.id))
-            open_runs = [run_id for run_id, status in rows if not RunStatus(status).ended]
+            query = select(Run.id, Run.status, Run.owner).where(Run.sweep_id == sweep.id)
+            rows = [
+                (run_id, owner)
+                for run_id, status, owner in session.execute(query)
+                if not RunStatus(status).ended
+            ]
+            open_runs = [run_id for run_id, _ in rows]
             if not open_runs:
                 raise Conflict(f"sweep {sweep.id} has ended already")
+            elsewhere = next((owner for _, owner in rows if not taken(owner)), None)
+            if elsewhere is not None:
+                raise Conflict(
+                    f"sweep {sweep.id} is run by `training sweep` ({elsewhere}); stop it there "
+                    "(Ctrl-C)"
+                )
             if sweep.cancelled_at is None:
                 sweep.cancelled_at = utcnow()
             return open_runs

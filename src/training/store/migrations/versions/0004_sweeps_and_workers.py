@@ -1,4 +1,5 @@
-"""sweeps and workers: a sweep's record, its runs, and the cluster worker that ran each run
+"""sweeps and workers: a sweep's record, its runs, the cluster worker that ran each run, and
+who runs a queued run (a `training sweep` process, or the training service)
 
 Revision ID: 0004
 Revises: 0003
@@ -47,6 +48,7 @@ def upgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("worker", sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column("sweep_id", sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column("owner", sa.String(length=255), nullable=True))
         batch_op.create_foreign_key(
             batch_op.f("fk_runs_sweep_id_sweeps"), "sweeps", ["sweep_id"], ["id"]
         )
@@ -58,6 +60,7 @@ def downgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_runs_sweep_id"))
         batch_op.drop_constraint(batch_op.f("fk_runs_sweep_id_sweeps"), type_="foreignkey")
+        batch_op.drop_column("owner")
         batch_op.drop_column("sweep_id")
         batch_op.drop_column("worker")
     with op.batch_alter_table("sweeps", schema=None) as batch_op:
