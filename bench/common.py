@@ -67,6 +67,20 @@ def tree_rss_mb(pid: int) -> float:
     return _tree_sum(pid, lambda p: p.memory_info().rss) / 2**20
 
 
+def largest_rss_mb(pid: int) -> float:
+    """The RSS of the largest process of a tree: a server's worker (its supervisor is small)."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    sizes = [0.0]
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            sizes.append(p.memory_info().rss / 2**20)
+    return max(sizes)
+
+
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by a process and its children."""
     return _tree_sum(pid, lambda p: p.cpu_times().user + p.cpu_times().system)

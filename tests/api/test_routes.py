@@ -11,6 +11,7 @@ from pathlib import Path
 from socket import gethostname as hostname
 from typing import Any
 
+import psutil
 import pytest
 from inprocess import CSV, QUICK, Api, open_api
 from sqlalchemy import update
@@ -338,7 +339,8 @@ def test_a_sweep_run_by_a_training_sweep_process_is_not_cancelled_behind_its_bac
     try:
         with api.store.db.write() as session:
             where = Run.sweep_id == sweep_id
-            session.execute(update(Run).where(where).values(owner=f"{hostname()}:{owner.pid}"))
+            mark = f"{hostname()}:{owner.pid}:{psutil.Process(owner.pid).create_time():.2f}"
+            session.execute(update(Run).where(where).values(owner=mark))
         refused = api.client.post(f"/sweeps/{sweep_id}/cancel")
         assert refused.status_code == 409 and "training sweep" in refused.json()["error"]
         assert api.client.get(f"/sweeps/{sweep_id}").json()["status"] == "QUEUED"

@@ -9,10 +9,12 @@ import subprocess
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 from sqlalchemy import update
 
 from training.errors import Busy, Conflict
+from training.jobs import queue
 from training.jobs.executor import LocalProcessExecutor
 from training.store import revision
 from training.store.db import Database
@@ -151,6 +153,43 @@ def test_a_launch_that_fails_leaves_the_run_waiting_first_in_line(
     assert launched == [first, second]
 
 
+def test_a_run_that_can_never_start_fails_and_the_next_one_starts(
+    store: GatedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its launch fails every time (its data unreadable, say): after a few attempts it is
+    FAILED with the reason, and the run behind it is not held up for ever."""
+    store = RunStore(store.db)  # reads not held back
+    doomed, behind = queued_run(store), queued_run(store)
+    launched: list[str] = []
+
+    async def launch(self: LocalProcessExecutor, run_id: str) -> None:
+        if run_id == doomed:
+            raise PermissionError("data.csv: permission denied")
+        launched.append(run_id)
+
+    monkeypatch.setattr(LocalProcessExecutor, "_launch", launch)
+    monkeypatch.setattr(queue, "POLL_S", 0.1)
+
+    async def scenario() -> None:
+        executor = executor_for(store, tmp_path)
+        await executor.start()
+        try:
+            for _ in range(200):
+                if launched:
+                    break
+                await asyncio.sleep(0.05)  # two more attempts, POLL_S apart
+        finally:
+            await executor.shutdown(0)
+
+    asyncio.run(scenario())
+    assert launched == [behind]
+    failed = store.get_run(doomed)
+    assert failed.status == RunStatus.FAILED
+    assert failed.error == (
+        "it could not be started (3 attempts): PermissionError: data.csv: permission denied"
+    )
+
+
 def test_a_waiting_run_nobody_runs_is_cancelled_at_once(store: GatedStore, tmp_path: Path) -> None:
     store = RunStore(store.db)  # reads not held back
     run_id = queued_run(store)  # recorded, but not in this executor's queue
@@ -161,6 +200,12 @@ def test_a_waiting_run_nobody_runs_is_cancelled_at_once(store: GatedStore, tmp_p
 
     assert asyncio.run(scenario()) == RunStatus.KILLED
     assert store.get_run(run_id).error == "cancelled before it started"
+
+
+def owner_of(pid: int, started: float | None = None) -> str:
+    """A `training sweep` process's name as its runs record it (``this_process``)."""
+    started = psutil.Process(pid).create_time() if started is None else started
+    return f"{socket.gethostname()}:{pid}:{started:.2f}"
 
 
 def owned_run(store: RunStore, owner: str) -> str:
@@ -179,10 +224,11 @@ def test_a_service_leaves_a_live_training_sweep_its_own_runs(
     sweep = subprocess.Popen(["sleep", "60"])
     dead = subprocess.Popen(["true"])
     dead.wait()
-    host = socket.gethostname()
-    theirs = owned_run(store, f"{host}:{sweep.pid}")
-    orphan = owned_run(store, f"{host}:{dead.pid}")
-    elsewhere = owned_run(store, f"another-host:{sweep.pid}")
+    theirs = owned_run(store, owner_of(sweep.pid))
+    orphan = owned_run(store, owner_of(dead.pid, started=1.0))
+    # A process that has the pid of a sweep that died: not that sweep.
+    reused = owned_run(store, owner_of(sweep.pid, started=1.0))
+    elsewhere = owned_run(store, f"another-host:{sweep.pid}:1.00")
     ours = queued_run(store)
 
     async def scenario() -> tuple[int, str]:
@@ -202,9 +248,10 @@ def test_a_service_leaves_a_live_training_sweep_its_own_runs(
     finally:
         sweep.kill()
         sweep.wait()
-    assert queued == 2  # the orphan and ours, not the live sweep's nor the other host's
+    assert queued == 3  # the orphan's, the reused pid's, ours; not the live or remote sweep's
     assert cancelled == "KILLED"
-    assert {store.get_run(r).status for r in (theirs, elsewhere, ours)} == {RunStatus.QUEUED}
+    still = (theirs, reused, elsewhere, ours)
+    assert {store.get_run(r).status for r in still} == {RunStatus.QUEUED}
 
 
 async def _none() -> int:

@@ -60,6 +60,7 @@ class ClusterExecutor(QueuedExecutor):
         self._events: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._clearing: set[asyncio.Future[Any]] = set()
+        self._sending: set[asyncio.Future[None]] = set()  # runs being started and sent
 
     @property
     def client(self) -> Client:
@@ -113,10 +114,16 @@ class ClusterExecutor(QueuedExecutor):
             return
         # Started and sent as one step, which a stop (SIGTERM) does not cut in two: a run
         # recorded RUNNING is on the cluster, or FAILED saying why it could not be sent.
-        await asyncio.shield(asyncio.ensure_future(self._start_and_submit(job)))
+        # A stopping service waits for the step before it lets go of the cluster (``_end``).
+        sending = asyncio.ensure_future(self._start_and_submit(job))
+        self._sending.add(sending)
+        sending.add_done_callback(self._sending.discard)
+        await asyncio.shield(sending)
 
     async def _start_and_submit(self, job: remote.Job) -> None:
         run_id = job.run_id
+        if self._closing:  # it stays QUEUED for the next start
+            return
         try:
             await run_sync(lambda: self.store.start_queued(run_id, None))
         except Conflict:  # cancelled meanwhile
@@ -163,6 +170,7 @@ class ClusterExecutor(QueuedExecutor):
     async def _end(self, grace_s: float) -> None:
         """Let go at once: running jobs go on on the cluster (no grace period is needed for
         them), and the next start records them or follows them again."""
+        await asyncio.gather(*self._sending, return_exceptions=True)
         for task in [*self._followers.values(), self._writer]:
             if task is not None:
                 task.cancel()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from collections import deque
 from dataclasses import dataclass
@@ -24,12 +23,15 @@ from typing import Protocol
 import psutil
 from anyio.to_thread import run_sync
 
-from training.errors import Busy, Conflict
+from training.errors import Busy, Conflict, NotFound
 from training.store.records import RunInfo, RunStatus
 from training.store.runs import RunStore
 
 log = logging.getLogger("training.jobs")
 CANCEL_GRACE_S = 10.0
+#: The dispatcher looks again this often when nothing woke it (a lost worker, a failed launch).
+POLL_S = 2.0
+LAUNCH_ATTEMPTS = 3  # a launch that fails is tried again POLL_S later, this many times in all
 
 
 @dataclass
@@ -39,8 +41,10 @@ class ExecutorStatus:
 
 
 def this_process() -> str:
-    """How a `training sweep` process names itself as the owner of the runs it queues."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """How a `training sweep` process names itself as the owner of the runs it queues:
+    host, pid and the process's start time, so a pid used again later is not taken for it."""
+    me = psutil.Process()
+    return f"{socket.gethostname()}:{me.pid}:{me.create_time():.2f}"
 
 
 def owned_elsewhere(owner: str | None) -> bool:
@@ -49,17 +53,21 @@ def owned_elsewhere(owner: str | None) -> bool:
     are the training service's to take up."""
     if owner is None or owner == this_process():
         return False
-    host, _, pid = owner.rpartition(":")
+    host, pid, started = [*owner.rsplit(":", 2), "", ""][:3]
     if host != socket.gethostname() or not pid.isdigit():
         return True
-    return psutil.pid_exists(int(pid))
+    try:
+        return abs(psutil.Process(int(pid)).create_time() - float(started)) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except ValueError:  # no start time: not one of ours to judge
+        return True
 
 
 def cancel_elsewhere(run: RunInfo) -> Conflict:
     """The answer to a cancel of a run another process queues and runs."""
     return Conflict(
-        f"run {run.id} is run by `training sweep` ({run.owner}); stop it there (Ctrl-C) or "
-        "cancel it from that process's host"
+        f"run {run.id} is run by `training sweep` ({run.owner}); stop it there (Ctrl-C)"
     )
 
 
@@ -100,6 +108,7 @@ class QueuedExecutor:
         self.recover = recover
         self.on_done = on_done
         self._queue: deque[str] = deque()
+        self._attempts: dict[str, int] = {}  # failed launches of a run still waiting
         self._wakeup = asyncio.Event()
         self._closing = False
         self._dispatcher: asyncio.Task[None] | None = None
@@ -198,6 +207,24 @@ class QueuedExecutor:
 
     # -- inside -----------------------------------------------------------------------------
 
+    async def _not_launched(self, run_id: str, exc: Exception) -> None:
+        """A launch that failed (a busy store, a cluster that did not answer) is tried again,
+        first in line, a few times; then its run is FAILED saying why, so one run that can
+        never start does not hold up the ones behind it."""
+        attempts = self._attempts.get(run_id, 0) + 1
+        if attempts < LAUNCH_ATTEMPTS:
+            self._attempts[run_id] = attempts
+            self._queue.appendleft(run_id)
+            return
+        self._attempts.pop(run_id, None)
+        error = f"it could not be started ({attempts} attempts): {type(exc).__name__}: {exc}"
+        try:
+            await run_sync(lambda: self.store.finish(run_id, RunStatus.FAILED, error=error))
+        except (Conflict, NotFound):  # ended meanwhile
+            pass
+        except Exception:  # the store is down too: the next start finds it again
+            log.exception("run %s: recording that it could not start failed", run_id)
+
     async def _dispatch(self) -> None:
         while not self._closing:
             try:
@@ -206,14 +233,14 @@ class QueuedExecutor:
                     run_id = self._queue.popleft()
                     try:
                         await self._launch(run_id)
-                    except Exception:
-                        # Not launched (a busy store, the cluster's answer): it waits on, first.
-                        self._queue.appendleft(run_id)
+                    except Exception as exc:
+                        await self._not_launched(run_id, exc)
                         raise
+                    self._attempts.pop(run_id, None)
                     continue
             except Exception:  # the store, the OS or the cluster failed: log, wait, try again
-                log.exception("job dispatcher: retrying in 2 s")
+                log.exception("job dispatcher: retrying in %.0f s", POLL_S)
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 # Woken by a submission or a finished job; the timeout notices lost workers.
-                await asyncio.wait_for(self._wakeup.wait(), timeout=2.0)
+                await asyncio.wait_for(self._wakeup.wait(), timeout=POLL_S)

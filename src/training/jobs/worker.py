@@ -14,9 +14,10 @@ import os
 import resource
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
 
-from training.errors import Conflict, ServiceGone
+from training.errors import Conflict, Interrupted, ServiceGone
 from training.learning.pipeline import TrainResult, execute, plan, recorded
 from training.learning.provenance import environment as provenance
 from training.learning.request import TrainRequest
@@ -37,8 +38,6 @@ ONE_CPU = {
     "LOKY_MAX_CPU_COUNT": "1",
 }
 _PR_SET_PDEATHSIG = 1
-#: The signals that end a job: Ctrl-C, a stop or a cancel (SIGTERM), the service's death.
-_STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
 
 
 def command(run_id: str) -> list[str]:
@@ -49,6 +48,25 @@ def command(run_id: str) -> list[str]:
 def environment(memory_mb: int) -> dict[str, str]:
     """What the executor adds to its own environment for a job it starts."""
     return {**ONE_CPU, LIMITS_ENV: f"{memory_mb}:{os.getpid()}"}
+
+
+class _FirstStop:
+    """A job ends on the first stop it is sent; the ones after it are ignored, so none can cut
+    short the writing of how it ended. (Ctrl-C on `training serve` in a terminal reaches its
+    jobs too, and the service's SIGTERM follows it within moments.)"""
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+    def handler(
+        self, stop: type[BaseException], why: str
+    ) -> Callable[[int, FrameType | None], None]:
+        def on_signal(_signum: int, _frame: FrameType | None) -> None:
+            if not self.stopping:
+                self.stopping = True
+                raise stop(why)
+
+        return on_signal
 
 
 def limit_this_worker(memory_mb: int, parent: int) -> None:
@@ -62,13 +80,13 @@ def limit_this_worker(memory_mb: int, parent: int) -> None:
     memory = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
-    def on_service_death(_signum: int, _frame: FrameType | None) -> None:
-        raise ServiceGone("the training service stopped")
-
     # The service's death has a signal of its own: SIGTERM means a stop or a cancel. (Telling
     # them apart by the parent pid fails: the kernel sends the signal when the thread that
     # started the job exits, while the rest of the dying service may still hold the pid.)
-    signal.signal(signal.SIGUSR1, on_service_death)
+    stops = _FirstStop()
+    signal.signal(signal.SIGUSR1, stops.handler(ServiceGone, "the training service stopped"))
+    signal.signal(signal.SIGTERM, stops.handler(Interrupted, "stopped (SIGTERM)"))
+    signal.signal(signal.SIGINT, stops.handler(KeyboardInterrupt, "Ctrl-C"))
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGUSR1)
     if os.getppid() != parent:  # the service died before the line above: nobody to serve
@@ -80,20 +98,17 @@ def run_queued(run_id: str, settings: Settings, store: RunStore, report: Reporte
     run = store.get_run(run_id)
     if run.status != RunStatus.QUEUED or run.request is None:
         raise Conflict(f"run {run_id} is {run.status}, not a queued run")
-    # RUNNING from start_queued on, so every way out from there must be recorded: a stop or
-    # the service's death is held back until ``recorded`` watches (one landing between the
-    # commit and the ``with`` left the run RUNNING with nobody alive to end it, seen in CI).
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
-    try:
-        store.start_queued(run_id, provenance())
-        with recorded(store, run_id):
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a pending stop lands in here
-            store.set_progress(run_id, "loading", 0.02)
-            report("loading", 0.02)
-            checked = plan(TrainRequest.model_validate(run.request), settings)
-            return execute(checked, store, report, run_id)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    environment = provenance()  # before the run starts: it may wait on `git` for seconds
+    # From the moment it is RUNNING, every way out is recorded: ``start_queued`` itself runs
+    # under ``recorded`` (a stop that landed between its commit and a later ``with`` once left
+    # a run RUNNING with nobody alive to end it, seen in CI). A stop before its commit ends
+    # the run still waiting, recorded the same way.
+    with recorded(store, run_id):
+        store.start_queued(run_id, environment)
+        store.set_progress(run_id, "loading", 0.02)
+        report("loading", 0.02)
+        checked = plan(TrainRequest.model_validate(run.request), settings)
+        return execute(checked, store, report, run_id)
 
 
 def run(run_id: str, settings: Settings, report: Reporter) -> TrainResult:
