@@ -49,18 +49,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _tree_sum(pid: int, measure: Callable[[psutil.Process], float]) -> float:
-    """A measure summed over a process and all its children (gone ones count 0)."""
+def _tree_values(pid: int, measure: Callable[[psutil.Process], float]) -> list[float]:
+    """A measure of a process and of each of its children (gone ones are left out)."""
     try:
         proc = psutil.Process(pid)
         procs = [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
+        return []
+    values = []
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
-            total += measure(p)
-    return total
+            values.append(measure(p))
+    return values
+
+
+def _tree_sum(pid: int, measure: Callable[[psutil.Process], float]) -> float:
+    """A measure summed over a process and all its children (gone ones count 0)."""
+    return sum(_tree_values(pid, measure))
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -69,16 +74,7 @@ def tree_rss_mb(pid: int) -> float:
 
 def largest_rss_mb(pid: int) -> float:
     """The RSS of the largest process of a tree: a server's worker (its supervisor is small)."""
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    sizes = [0.0]
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            sizes.append(p.memory_info().rss / 2**20)
-    return max(sizes)
+    return max(_tree_values(pid, lambda p: p.memory_info().rss), default=0.0) / 2**20
 
 
 def tree_cpu_s(pid: int) -> float:

@@ -14,7 +14,7 @@ from training.api.errors import responses
 from training.api.runs import network_dataset
 from training.api.schemas import SweepList, SweepSubmitted, json_response
 from training.errors import Conflict, UserError
-from training.jobs.queue import owned_elsewhere
+from training.jobs.queue import taken_up_here
 from training.learning.sweeps import SweepRequest, plan_sweep
 from training.store.records import SweepInfo
 
@@ -69,9 +69,7 @@ async def stop_sweep(context: Context, sweep_id: str) -> None:
     """Cancel every run of the sweep not ended yet (waiting ones KILLED at once, running ones
     within seconds) and mark the sweep KILLED; Conflict when all of them had ended. A run that
     ends on its own meanwhile is no error. The API's cancel and the dashboard's button."""
-    open_runs = await run_sync(
-        context.sweeps.request_cancel, sweep_id, lambda owner: not owned_elsewhere(owner)
-    )
+    open_runs = await run_sync(context.sweeps.request_cancel, sweep_id, taken_up_here)
     results = await asyncio.gather(
         *(context.executor.cancel(run_id) for run_id in open_runs), return_exceptions=True
     )

@@ -27,7 +27,7 @@ from distributed.scheduler import KilledWorker
 
 from training.errors import Conflict, NotFound, TrainingFailed, Unavailable, UserError
 from training.jobs import remote
-from training.jobs.queue import CANCEL_GRACE_S, JobListener, QueuedExecutor, owned_elsewhere
+from training.jobs.queue import CANCEL_GRACE_S, JobListener, QueuedExecutor, taken_up_here
 from training.learning.data import source_of
 from training.learning.pipeline import ERROR_MAX, record, recorded
 from training.store.records import RunInfo, RunStatus
@@ -87,7 +87,7 @@ class ClusterExecutor(QueuedExecutor):
             return []
         for run in await run_sync(self._sent_runs):
             await self._take_up(run)
-        return await run_sync(self.store.queued, lambda owner: not owned_elsewhere(owner))
+        return await run_sync(self.store.queued, taken_up_here)
 
     async def _free_slots(self) -> int:
         return len(await self._workers()) - len(self._futures)
@@ -308,7 +308,7 @@ class ClusterExecutor(QueuedExecutor):
         return [
             run
             for run in self.store.running()
-            if run.request is not None and run.pid is None and not owned_elsewhere(run.owner)
+            if run.request is not None and run.pid is None and taken_up_here(run.owner)
         ]
 
     async def _take_up(self, run: RunInfo) -> None:

@@ -25,7 +25,7 @@ from anyio.to_thread import run_sync
 
 from training.errors import Conflict, NotFound
 from training.jobs import worker
-from training.jobs.queue import CANCEL_GRACE_S, JobListener, QueuedExecutor, owned_elsewhere
+from training.jobs.queue import CANCEL_GRACE_S, JobListener, QueuedExecutor, taken_up_here
 from training.store.records import RunInfo, RunStatus
 from training.store.runs import RunStore
 
@@ -114,7 +114,7 @@ class LocalProcessExecutor(QueuedExecutor):
         for run in self.store.running():
             if run.request is None or run.host not in (None, socket.gethostname()):
                 continue
-            if owned_elsewhere(run.owner):
+            if not taken_up_here(run.owner):
                 continue
             if _worker_alive(run):
                 assert run.pid is not None
@@ -125,7 +125,7 @@ class LocalProcessExecutor(QueuedExecutor):
                     run.id, RunStatus.FAILED, error="worker lost: its process no longer exists"
                 )
             log.warning("run %s: worker lost (pid %s), marked FAILED", run.id, run.pid)
-        return adopted, self.store.queued(lambda owner: not owned_elsewhere(owner))
+        return adopted, self.store.queued(taken_up_here)
 
     def _lost_adopted(self, adopted: dict[str, int]) -> list[str]:
         """(In a worker thread: store reads and process checks.) The adopted runs whose worker

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections import deque
@@ -40,6 +41,7 @@ class ExecutorStatus:
     running: list[str]
 
 
+@functools.cache
 def this_process() -> str:
     """How a `training sweep` process names itself as the owner of the runs it queues:
     host, pid and the process's start time, so a pid used again later is not taken for it."""
@@ -62,6 +64,12 @@ def owned_elsewhere(owner: str | None) -> bool:
         return False
     except ValueError:  # no start time: not one of ours to judge
         return True
+
+
+def taken_up_here(owner: str | None) -> bool:
+    """Whose runs this process runs and cancels: those of no live owner but itself (the
+    store's filters take it)."""
+    return not owned_elsewhere(owner)
 
 
 def cancel_elsewhere(run: RunInfo) -> Conflict:
@@ -139,7 +147,7 @@ class QueuedExecutor:
         run = await run_sync(self.store.get_run, run_id)
         if run.status.ended:
             raise Conflict(f"run {run_id} has ended already ({run.status})")
-        if run.status == RunStatus.QUEUED and owned_elsewhere(run.owner):
+        if owned_elsewhere(run.owner):
             raise cancel_elsewhere(run)
         if run_id in self._queue or run.status == RunStatus.QUEUED:
             # Waiting here, or waiting with nobody to run it: KILLED at once either way.
@@ -157,8 +165,6 @@ class QueuedExecutor:
                 return RunStatus.KILLED
             except Conflict:  # it started meanwhile: stop it as a running one
                 run = await run_sync(self.store.get_run, run_id)
-        if owned_elsewhere(run.owner):
-            raise cancel_elsewhere(run)
         await self._stop_running(run)
         # It may have finished on its own while it was being stopped.
         return (await run_sync(self.store.get_run, run_id)).status

@@ -119,8 +119,8 @@ class RunInfo(Record):
     sweep: str | None = Field(default=None, description="The sweep this run belongs to.")
     owner: str | None = Field(
         default=None,
-        description="Who queues and runs it: a `training sweep` process (host:pid), or none "
-        "(the training service).",
+        description="Who queues and runs it: a `training sweep` process (host:pid:start "
+        "time), or none (the training service).",
     )
     params: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)

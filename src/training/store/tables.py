@@ -116,8 +116,8 @@ class Run(Base):
     # The cluster worker that ran it (its name), once it started there.
     worker: Mapped[str | None] = mapped_column(String(255))
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id"))
-    # Who queues and runs it: a `training sweep` process ("host:pid"), or none: the training
-    # service, whose restart takes up the runs of no live owner.
+    # Who queues and runs it: a `training sweep` process ("host:pid:start time"), or none:
+    # the training service, whose restart takes up the runs of no live owner.
     owner: Mapped[str | None] = mapped_column(String(255))
     # Progress of the run as the pipeline reports it (one source for the CLI and the API).
     stage: Mapped[str | None] = mapped_column(String(64))
